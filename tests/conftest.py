@@ -1,0 +1,52 @@
+"""Shared test fixtures (data pipeline only).
+
+Real datasets are read from ``$FEDDMR_DATA_DIR``, else from ``../shared/data``
+next to the project; tests that need them are skipped when absent. Dataset
+files are never copied into the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+_DEFAULT_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """The folder holding the real test datasets; skips the test when absent."""
+    env = os.environ.get("FEDDMR_DATA_DIR")
+    folder = Path(env) if env else _DEFAULT_SHARED
+    if not folder.is_dir():
+        pytest.skip(f"real datasets not available: set FEDDMR_DATA_DIR (looked in {folder})")
+    return folder
+
+
+@pytest.fixture
+def isolated_data_env(tmp_path, monkeypatch) -> Path:
+    """No data dir, an empty cache dir under tmp_path, and downloads disabled.
+
+    Returns:
+      The cache folder.
+    """
+    cache = tmp_path / "cache"
+    monkeypatch.delenv("FEDDMR_DATA_DIR", raising=False)
+    monkeypatch.setenv("FEDDMR_CACHE_DIR", str(cache))
+    monkeypatch.setenv("FEDDMR_OFFLINE", "1")
+    return cache
+
+
+@pytest.fixture
+def write_file(tmp_path):
+    """Returns ``write(relative_path, text) -> Path`` creating a file under tmp_path."""
+
+    def write(rel: str, text: str) -> Path:
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    return write
