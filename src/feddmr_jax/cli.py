@@ -33,6 +33,84 @@ def _add_data_source_args(p: argparse.ArgumentParser) -> None:
                    help="file to read for amazon-video / csv datasets")
 
 
+# flag -> (config section, key, type, help); defaults live in feddmr_jax.config.
+_TRAIN_FLAGS = {
+    "--dataset": ("data", "dataset", str, "ml-100k, ml-1m, lastfm-2k, amazon-video, csv, synthetic"),
+    "--data-dir": ("data", "data_dir", str, "folder with the dataset files"),
+    "--data-path": ("data", "data_path", str, "file for amazon-video / csv"),
+    "--split": ("data", "split", str, "loo or ratio"),
+    "--model": ("train", "model", str, "model name (feddmr)"),
+    "--rounds": ("train", "rounds", int, "communication rounds"),
+    "--local-epochs": ("train", "local_epochs", int, "local epochs per round"),
+    "--batch-size": ("train", "batch_size", int, "local minibatch size"),
+    "--num-negatives": ("train", "num_negatives", int, "training negatives per positive"),
+    "--clients-per-round": ("train", "clients_per_round", int, "participants per round"),
+    "--client-fraction": ("train", "client_fraction", float, "fraction of clients per round"),
+    "--optimizer": ("train", "optimizer", str, "client optimizer: adam or sgd"),
+    "--lr": ("train", "lr", float, "client learning rate"),
+    "--mu": ("train", "mu", float, "proximal coefficient (0 = FedAvg)"),
+    "--l2": ("train", "l2", float, "weight decay"),
+    "--weighting": ("train", "weighting", str, "uniform or examples"),
+    "--table-mean": ("train", "table_mean", str, "touched or participants"),
+    "--server-lr": ("train", "server_lr", float, "server learning rate (1 = FedAvg)"),
+    "--chunk-size": ("train", "chunk_size", int, "clients per chunk (bounds memory)"),
+    "--dense": ("train", "sparse", bool, "train on full item tables (reference mode)"),
+    "--eval-every": ("train", "eval_every", int, "evaluate every k rounds"),
+    "--patience": ("train", "patience", int, "early stopping patience (evaluations)"),
+    "--seed": ("train", "seed", int, "master seed"),
+    "--dim": ("model", "dim", int, "embedding size"),
+    "--heads": ("model", "heads", int, "attention heads"),
+    "--layers": ("model", "layers", int, "attention layers"),
+    "--history-len": ("model", "history_len", int, "memory size (0 = none)"),
+    "--ffn-dim": ("model", "ffn_dim", int, "feed-forward width"),
+    "--dropout": ("model", "dropout", float, "dropout rate"),
+    "--no-attention": ("model", "attention", bool, "ablation: no attention layers"),
+}
+
+
+def _train_config(args: argparse.Namespace):
+    """Config file (if any) with the given flags on top."""
+    from feddmr_jax import config as config_lib
+
+    cfg = (config_lib.load_config_file(args.config) if args.config
+           else config_lib.RunConfig())
+    overrides: dict[str, dict] = {}
+    for flag, (section, key, typ, _) in _TRAIN_FLAGS.items():
+        value = getattr(args, f"{section}__{key}")
+        if value is None:
+            continue
+        if flag == "--dense" or flag == "--no-attention":
+            value = False
+        overrides.setdefault(section, {})[key] = value
+    cfg = config_lib.apply_overrides(cfg, overrides, source="command line")
+    cfg.validate()
+    return cfg
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import json
+    import time
+    from pathlib import Path
+
+    from feddmr_jax.checkpoint import run_dir_state
+    from feddmr_jax.timing import enable_compilation_cache
+    from feddmr_jax.train import train
+
+    cfg = _train_config(args)
+    out = Path(args.out or f"runs/{cfg.data.dataset}-{cfg.train.model}-"
+                           f"{time.strftime('%Y%m%d-%H%M%S')}")
+    if run_dir_state(out) == "has_run" and not args.overwrite:
+        raise FeddmrError(f"output folder {out} holds another run; "
+                          "pass --overwrite or choose another --out")
+    enable_compilation_cache()
+    summary = train(cfg, out, progress=not args.quiet)
+    short = {k: summary[k] for k in ("best_round", "val", "test", "round_seconds",
+                                     "compile_seconds", "total_seconds")}
+    print(json.dumps(short, indent=2))
+    print(f"wrote {out / 'summary.json'} and {out / 'metrics.jsonl'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="feddmr", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -45,6 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--split", default="loo", choices=("loo", "ratio"))
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     stats.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    train = sub.add_parser("train", help="train a federated recommender and report metrics",
+                           description="Flags override --config; no flags: a short job on "
+                                       "the embedded synthetic dataset.")
+    train.add_argument("--config", help="TOML config file ([data], [model], [train])")
+    train.add_argument("--out", help="output folder (default: runs/<dataset>-<model>-<time>)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="allow an output folder that holds another run")
+    train.add_argument("--quiet", action="store_true", help="no progress line")
+    train.add_argument("--debug", action="store_true", help="show tracebacks")
+    for flag, (section, key, typ, help_) in _TRAIN_FLAGS.items():
+        if typ is bool:
+            train.add_argument(flag, dest=f"{section}__{key}", action="store_true",
+                               default=None, help=help_)
+        else:
+            train.add_argument(flag, dest=f"{section}__{key}", type=typ, default=None,
+                               metavar=key.upper(), help=help_)
     return parser
 
 
@@ -52,6 +147,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "data" and getattr(args, "data_command", None) == "stats":
         from feddmr_jax.data.stats import run_stats_command
         return run_stats_command(args)
+    if args.command == "train":
+        return _run_train(args)
     raise _UsageError("choose a command: 'feddmr data stats' or 'feddmr train' (see --help)")
 
 

@@ -1,0 +1,157 @@
+"""Server aggregation: a (weighted) tree mean of client deltas, then a server optimizer.
+
+Clients are processed in chunks, so the server keeps a running
+:class:`Accumulator` of weighted delta sums; :func:`mean_delta` divides by the
+total weight once every chunk is in. Item tables arrive as row deltas of the rows
+a client used (sparse mode, ``rows [C, L]``) or as full tables (dense mode); both
+are scatter-/sum-added into a ``[num_items, d]`` sum, so the mean over
+participants is the same in both modes (a client that did not touch a row
+contributes a zero delta to it, exactly as in the dense computation).
+
+Item-table rows are averaged in one of two ways (``table_mean``):
+
+* ``"participants"`` — divide by the total weight of all participants: the
+  plain FedAvg mean of full tables (a client that did not touch a row brings a
+  zero delta to it);
+* ``"touched"`` (default) — divide each row by the total weight of the
+  participants that used it this round (as in FedFast and most FedMF code): an
+  item seen by few clients is not shrunk towards its old value by everybody
+  else's zeros.
+
+Dense leaves are always divided by the total weight. Updates with a non-finite
+value are dropped (weight 0) and counted.
+With ``server_optimizer = optax.sgd(1.0)`` the server step is plain FedAvg:
+``global <- global + mean_delta``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from feddmr_jax.models.base import Leaves
+
+Array = jax.Array
+
+WEIGHTINGS = ("uniform", "examples")
+TABLE_MEANS = ("touched", "participants")
+
+
+class Accumulator(NamedTuple):
+    """Running sums over the clients of one round.
+
+    Attributes:
+      delta_sum: weighted sum of client deltas, shaped like the shared params.
+      row_weight: per table, ``[num_items]`` total weight of the accepted
+        updates that used each row.
+      weight: total weight of the accepted updates.
+      accepted: number of accepted (finite) updates.
+      dropped: number of updates dropped as non-finite.
+    """
+
+    delta_sum: Leaves
+    row_weight: dict[str, Array]
+    weight: Array
+    accepted: Array
+    dropped: Array
+
+
+def init_accumulator(shared: Leaves) -> Accumulator:
+    # Separate buffers: the accumulator is donated to the chunk step.
+    zeros = [jnp.zeros((), jnp.float32) for _ in range(3)]
+    row_weight = {name: jnp.zeros(t.shape[:1], jnp.float32) for name, t in shared.tables.items()}
+    return Accumulator(jax.tree.map(jnp.zeros_like, shared), row_weight, *zeros)
+
+
+def client_weights(num_examples: Array, client_mask: Array, weighting: str) -> Array:
+    """Aggregation weights ``[C]``: 1 per real client, or its example count."""
+    if weighting == "uniform":
+        w = jnp.ones_like(num_examples)
+    elif weighting == "examples":
+        w = num_examples
+    else:
+        raise ValueError(f"unknown weighting {weighting!r}; choose from {WEIGHTINGS}")
+    return jnp.where(client_mask, w, 0.0)
+
+
+def is_finite(stacked_tree) -> Array:
+    """``[C]`` bool: every value of client c's pytree is finite."""
+    leaves = jax.tree.leaves(stacked_tree)
+    flags = [jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1) for x in leaves]
+    return jnp.all(jnp.stack(flags), axis=0)
+
+
+def accumulate(acc: Accumulator, stacked_delta: Leaves, weights: Array,
+               finite: Array, client_mask: Array, rows: Array,
+               row_mask: Array) -> Accumulator:
+    """Adds one chunk of client deltas to the running sums.
+
+    Args:
+      acc: running sums.
+      stacked_delta: ``[C, ...]`` deltas; tables ``[C, L, d]`` for the rows given
+        by ``rows`` (``L = num_items`` with ``rows = arange`` in dense mode).
+      weights: ``[C]`` aggregation weights (0 for padding clients).
+      finite: ``[C]`` bool from :func:`is_finite`; False updates are dropped.
+      client_mask: ``[C]`` bool, True for real clients.
+      rows: ``[C, L]`` global row id of each local table row.
+      row_mask: ``[C, L]`` bool, True for rows the client used this round.
+    """
+    w = jnp.where(finite, weights, 0.0)
+
+    def weighted(x):
+        x = jnp.where(finite.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0.0)
+        return x * w.reshape((-1,) + (1,) * (x.ndim - 1))
+
+    flat_rows = rows.reshape(-1)
+    row_w = (w[:, None] * row_mask).reshape(-1)
+
+    def add_table(total, delta):
+        delta = jnp.where(row_mask[..., None], weighted(delta), 0.0)
+        return total.at[flat_rows].add(delta.reshape(-1, delta.shape[-1]))
+
+    tables = {name: add_table(acc.delta_sum.tables[name], stacked_delta.tables[name])
+              for name in acc.delta_sum.tables}
+    row_weight = {name: rw.at[flat_rows].add(row_w) for name, rw in acc.row_weight.items()}
+    dense = jax.tree.map(lambda total, d: total + jnp.sum(weighted(d), axis=0),
+                         acc.delta_sum.dense, stacked_delta.dense)
+    real = client_mask.astype(jnp.float32)
+    return Accumulator(
+        delta_sum=Leaves(tables, dense),
+        row_weight=row_weight,
+        weight=acc.weight + jnp.sum(w),
+        accepted=acc.accepted + jnp.sum(real * finite),
+        dropped=acc.dropped + jnp.sum(real * (1.0 - finite)))
+
+
+def mean_delta(acc: Accumulator, table_mean: str = "touched") -> Leaves:
+    """The weighted mean delta (zero where no update counts).
+
+    Args:
+      acc: the round's sums.
+      table_mean: ``"touched"`` or ``"participants"`` (see module docstring).
+    """
+    if table_mean not in TABLE_MEANS:
+        raise ValueError(f"unknown table_mean {table_mean!r}; choose from {TABLE_MEANS}")
+    total = jnp.maximum(acc.weight, 1e-12)
+    dense = jax.tree.map(lambda s: s / total, acc.delta_sum.dense)
+    if table_mean == "participants":
+        tables = {k: s / total for k, s in acc.delta_sum.tables.items()}
+    else:
+        tables = {k: s / jnp.maximum(acc.row_weight[k], 1e-12)[:, None]
+                  for k, s in acc.delta_sum.tables.items()}
+    return Leaves(tables, dense)
+
+
+def server_update(shared: Leaves, opt_state, delta: Leaves,
+                  optimizer: optax.GradientTransformation):
+    """Applies the server optimizer to the pseudo-gradient ``-delta``.
+
+    Returns:
+      ``(new_shared, new_opt_state)``.
+    """
+    pseudo_grad = jax.tree.map(jnp.negative, delta)
+    updates, opt_state = optimizer.update(pseudo_grad, opt_state, shared)
+    return optax.apply_updates(shared, updates), opt_state

@@ -1,0 +1,134 @@
+"""Host-side planning of a round: examples, shape classes and chunks.
+
+Every client is assigned once, from its number of training positives, to a
+**shape class**: the padded example count ``N`` of its row (positives + fresh
+negatives), a power of two up to the batch size, then a power-of-two multiple of
+the batch size. Clients of one class are cut into chunks of a class-specific
+number of clients so that a chunk holds at most ``chunk_size * batch_size``
+example slots (bounded memory), and never more clients than the class has
+(little client padding). Shapes therefore depend on the data only, not on the
+round: after the first round nothing is compiled again.
+
+A client's row is laid out the same way whatever chunk it lands in (its
+positives, then its negatives, then padding), so its result does not depend on
+chunking, sharding or the per-client loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from feddmr_jax.data.negatives import sample_train_negatives
+from feddmr_jax.data.packing import pad_ragged, recent_history
+from feddmr_jax.data.types import TrainCSR
+from feddmr_jax.federated.parallel import ChunkData
+
+
+def _pow2_ceil(x: np.ndarray) -> np.ndarray:
+    x = np.maximum(np.asarray(x, np.int64), 1)
+    return (1 << np.ceil(np.log2(x)).astype(np.int64)).astype(np.int64)
+
+
+def example_width(lengths: np.ndarray, num_negatives: int, batch_size: int) -> np.ndarray:
+    """Padded example count ``N`` of each client's row (its shape class)."""
+    examples = np.asarray(lengths, np.int64) * (1 + num_negatives)
+    small = np.minimum(_pow2_ceil(examples), batch_size)
+    steps = _pow2_ceil(-(-examples // batch_size))
+    return np.where(examples <= batch_size, small, steps * batch_size).astype(np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundPlanner:
+    """Everything fixed across rounds that is needed to build a round's chunks.
+
+    Attributes:
+      train: training positives (CSR, chronological).
+      exclude: all known positives per user (never sampled as negatives).
+      history, history_mask: ``[U, n]`` memory of every client.
+      width: ``[U]`` shape class (padded example count) of every client.
+      clients_per_chunk: shape class -> clients per chunk.
+      num_negatives: negatives per positive.
+      seed: base seed of the per-round negative sampling.
+    """
+
+    train: TrainCSR
+    exclude: TrainCSR
+    history: np.ndarray
+    history_mask: np.ndarray
+    width: np.ndarray
+    clients_per_chunk: dict[int, int]
+    num_negatives: int
+    seed: int
+
+    @property
+    def num_clients(self) -> int:
+        return self.train.num_users
+
+    def chunk_shapes(self) -> list[tuple[int, int]]:
+        """``(clients, examples)`` of every chunk shape a round can produce."""
+        return sorted((c, w) for w, c in self.clients_per_chunk.items())
+
+
+def build_planner(train: TrainCSR, exclude: TrainCSR, *, history_len: int,
+                  num_negatives: int, batch_size: int, chunk_size: int,
+                  seed: int) -> RoundPlanner:
+    """Assigns shape classes and chunk sizes; precomputes every client's memory."""
+    width = example_width(train.lengths, num_negatives, batch_size)
+    budget = chunk_size * batch_size
+    classes, counts = np.unique(width, return_counts=True)
+    per_chunk = {int(w): int(min(chunk_size, max(1, budget // w), _pow2_ceil(n)))
+                 for w, n in zip(classes, counts)}
+    history, history_mask = recent_history(train, history_len)
+    return RoundPlanner(train, exclude, history, history_mask, width, per_chunk,
+                        num_negatives, seed)
+
+
+def _examples(planner: RoundPlanner, clients: np.ndarray, round_index: int):
+    """Flat examples of ``clients`` (positives then negatives per client)."""
+    rng = np.random.default_rng([planner.seed, round_index])
+    neg = sample_train_negatives(planner.train, planner.exclude, rng,
+                                 planner.num_negatives, users=clients)
+    k = planner.num_negatives
+    lengths = planner.train.lengths[clients].astype(np.int64)
+    ex_len = lengths * (1 + k)
+    ex_indptr = np.concatenate([[0], np.cumsum(ex_len)])
+    values = np.empty(ex_indptr[-1], np.int32)
+    total_pos = int(lengths.sum())
+    pos_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    within = np.arange(total_pos) - np.repeat(pos_start, lengths)
+    starts = ex_indptr[:-1]
+    pos_items = planner.train.items[np.repeat(planner.train.indptr[clients], lengths) + within]
+    values[np.repeat(starts, lengths) + within] = pos_items
+    neg_flat = neg.reshape(-1)
+    neg_within = np.arange(total_pos * k) - np.repeat(pos_start * k, lengths * k)
+    values[np.repeat(starts + lengths, lengths * k) + neg_within] = neg_flat
+    return ex_indptr, values, lengths
+
+
+def plan_round(planner: RoundPlanner, participants: np.ndarray,
+               round_index: int) -> list[ChunkData]:
+    """The chunks of one round (numpy arrays), grouped by shape class."""
+    participants = np.asarray(participants, np.int32)
+    ex_indptr, values, lengths = _examples(planner, participants, round_index)
+    widths = planner.width[participants]
+    chunks = []
+    for w in sorted(set(widths.tolist())):
+        pos = np.flatnonzero(widths == w)
+        per = planner.clients_per_chunk[w]
+        for start in range(0, len(pos), per):
+            sel = pos[start:start + per]
+            pad = per - len(sel)
+            sel_padded = np.concatenate([sel, np.repeat(sel[:1], pad)])
+            items, mask = pad_ragged(ex_indptr, values, sel_padded, width=w)
+            mask[len(sel):] = False
+            labels = (np.arange(w)[None, :] < lengths[sel_padded][:, None]) & mask
+            ids = participants[sel_padded]
+            chunks.append(ChunkData(
+                client_ids=ids.astype(np.int32),
+                client_mask=np.arange(per) < len(sel),
+                items=items.astype(np.int32), labels=labels.astype(np.float32),
+                mask=mask, history=planner.history[ids],
+                history_mask=planner.history_mask[ids] & (np.arange(per) < len(sel))[:, None]))
+    return chunks

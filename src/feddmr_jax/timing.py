@@ -1,0 +1,84 @@
+"""Compile-time accounting through ``jax.monitoring`` events.
+
+One process-wide listener sums the durations of JAX's compile events (tracing,
+lowering, backend compilation). :class:`CompileWatch` reads the totals before and
+after a piece of work: how many backend compilations it triggered and how long
+compiling took. Used for ``compile_seconds`` in ``summary.json`` and for the test
+that nothing is recompiled after the first round.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import jax
+
+_BACKEND = "/jax/core/compile/backend_compile_duration"
+_COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    _BACKEND,
+)
+_lock = threading.Lock()
+_totals = {"seconds": 0.0, "backend_compiles": 0}
+_registered = False
+
+
+def _listener(event: str, duration: float, **kwargs) -> None:
+    if event in _COMPILE_EVENTS:
+        with _lock:
+            _totals["seconds"] += duration
+            if event == _BACKEND:
+                _totals["backend_compiles"] += 1
+
+
+def _ensure_registered() -> None:
+    global _registered
+    with _lock:
+        if not _registered:
+            jax.monitoring.register_event_duration_secs_listener(_listener)
+            _registered = True
+
+
+class CompileWatch:
+    """Counts compilations and compile seconds since construction (or ``reset``)."""
+
+    def __init__(self):
+        _ensure_registered()
+        self.reset()
+
+    def reset(self) -> None:
+        with _lock:
+            self._start = dict(_totals)
+
+    @property
+    def seconds(self) -> float:
+        with _lock:
+            return _totals["seconds"] - self._start["seconds"]
+
+    @property
+    def compiles(self) -> int:
+        with _lock:
+            return _totals["backend_compiles"] - self._start["backend_compiles"]
+
+
+def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | None:
+    """Turns on JAX's persistent compilation cache (compiled programs reused across runs).
+
+    The folder is ``path``, else ``$FEDDMR_COMPILE_CACHE``, else
+    ``~/.cache/feddmr_jax/xla``; ``FEDDMR_COMPILE_CACHE=off`` disables it.
+
+    Returns:
+      The cache folder, or None when disabled.
+    """
+    value = path if path is not None else os.environ.get("FEDDMR_COMPILE_CACHE")
+    if value is not None and str(value).lower() in ("0", "off", "none", ""):
+        return None
+    folder = Path(value) if value is not None else Path.home() / ".cache" / "feddmr_jax" / "xla"
+    folder.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return folder

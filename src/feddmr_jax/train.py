@@ -1,0 +1,213 @@
+"""The training loop: sample, train, aggregate, evaluate, select on validation.
+
+No maths lives here. :func:`build_experiment` wires the pipeline (dataset ->
+split -> evaluation sets -> model -> loss -> algorithm -> round planner) and
+:func:`train` runs rounds, writes ``metrics.jsonl`` (one line per round) and
+``summary.json``, and returns the summary. Model selection uses the validation
+split only; the test metrics reported are those of the best validation round.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+import optax
+
+from feddmr_jax import config as config_lib
+from feddmr_jax.config import RunConfig
+from feddmr_jax.data import (build_eval_sets, load_dataset, positives_csr,
+                             split_interactions, train_csr)
+from feddmr_jax.data.types import EvalSet, Split
+from feddmr_jax.evaluate import evaluate, make_scorer
+from feddmr_jax.federated.algorithm import FederatedAlgorithm, FedState, build_algorithm
+from feddmr_jax.federated.rounds import RoundPlanner, build_planner, plan_round
+from feddmr_jax.federated.sampling import participants_per_round, sample_clients
+from feddmr_jax.losses import LossTerm, bce, compose, l2, proximal
+from feddmr_jax.models import Model, build_model
+from feddmr_jax.timing import CompileWatch
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """Everything built once before the first round."""
+
+    cfg: RunConfig
+    split: Split
+    model: Model
+    algorithm: FederatedAlgorithm
+    planner: RoundPlanner
+    val_set: EvalSet
+    test_set: EvalSet
+    scorer: Callable
+    clients_per_round: int
+    keys: dict[str, jax.Array]
+
+
+def build_client_optimizer(cfg: config_lib.TrainConfig) -> optax.GradientTransformation:
+    return optax.adam(cfg.lr) if cfg.optimizer == "adam" else optax.sgd(cfg.lr)
+
+
+def build_loss(model: Model, cfg: config_lib.TrainConfig,
+               extra_terms: Mapping[str, LossTerm] | None = None):
+    """data BCE + proximal(mu) + l2, plus any user terms."""
+    terms: dict[str, LossTerm] = {"bce": bce(model.apply)}
+    if cfg.mu > 0:
+        terms["proximal"] = proximal(cfg.mu)
+    if cfg.l2 > 0:
+        terms["l2"] = l2(cfg.l2)
+    terms.update(extra_terms or {})
+    return compose(**terms)
+
+
+def build_experiment(cfg: RunConfig, *, extra_terms: Mapping[str, LossTerm] | None = None,
+                     sequential: bool = False) -> Experiment:
+    """Loads data and builds model, loss, algorithm and planner."""
+    cfg.validate()
+    t = cfg.train
+    inter = load_dataset(cfg.data.dataset, cfg.data.data_dir, path=cfg.data.data_path,
+                         **cfg.data.load_options())
+    split = split_interactions(inter, scheme=cfg.data.split)
+    val_set, test_set = build_eval_sets(split, num_negatives=cfg.data.eval_negatives,
+                                        seed=cfg.data.eval_seed)
+    model = build_model(t.model, cfg.model, split.num_items)
+    algorithm = build_algorithm(
+        model, build_loss(model, t, extra_terms), num_clients=split.num_users,
+        num_items=split.num_items, client_optimizer=build_client_optimizer(t),
+        server_optimizer=optax.sgd(t.server_lr), local_epochs=t.local_epochs,
+        batch_size=t.batch_size, sparse=t.sparse, weighting=t.weighting, table_mean=t.table_mean,
+        sequential=sequential, dropout_keys=cfg.model.dropout > 0)
+    planner = build_planner(train_csr(split), positives_csr(split),
+                            history_len=model.history_len, num_negatives=t.num_negatives,
+                            batch_size=t.batch_size, chunk_size=t.chunk_size, seed=t.seed)
+    names = ("init", "sample", "train")
+    keys = dict(zip(names, jax.random.split(jax.random.key(t.seed), len(names))))
+    count = participants_per_round(split.num_users, count=t.clients_per_round,
+                                   fraction=t.client_fraction)
+    return Experiment(cfg, split, model, algorithm, planner, val_set, test_set,
+                      make_scorer(model), count, keys)
+
+
+def run_round(exp: Experiment, state: FedState, round_index: int):
+    """One round: sample participants, plan their chunks, train and aggregate."""
+    participants = sample_clients(exp.keys["sample"], round_index,
+                                  exp.split.num_users, exp.clients_per_round)
+    chunks = plan_round(exp.planner, participants, round_index)
+    return exp.algorithm.apply(state, chunks,
+                               jax.random.fold_in(exp.keys["train"], round_index))
+
+
+def evaluate_state(exp: Experiment, state: FedState, eval_set: EvalSet) -> dict[str, float]:
+    return evaluate(exp.scorer, state.shared, state.private_store, eval_set,
+                    exp.planner.history, exp.planner.history_mask)
+
+
+class _Progress:
+    """One status line on stderr (rewritten in place on a terminal)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled = total, enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self.start = time.perf_counter()
+
+    def update(self, r: int, loss: float, val: dict | None) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / r * (self.total - r)
+        done = int(20 * r / self.total)
+        line = (f"round {r}/{self.total} [{'#' * done}{'.' * (20 - done)}] "
+                f"{elapsed:.0f}s ETA {eta:.0f}s loss {loss:.4f}")
+        if val:
+            line += f" val hr@10 {val.get('hr@10', math.nan):.4f} auc {val.get('auc', math.nan):.4f}"
+        if self.tty:
+            print("\r" + line, end="\n" if r == self.total else "", file=sys.stderr, flush=True)
+        elif val or r == self.total:
+            print(line, file=sys.stderr, flush=True)
+
+
+def _devices() -> list[str]:
+    return [f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices()]
+
+
+def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
+          extra_terms: Mapping[str, LossTerm] | None = None,
+          progress: bool = True) -> dict[str, Any]:
+    """Trains and evaluates; returns the summary (also written to ``out_dir``).
+
+    Args:
+      cfg: run configuration.
+      out_dir: where ``metrics.jsonl`` and ``summary.json`` go (None: nowhere).
+      extra_terms: additional loss terms ``{name: fn(params, global, batch)}``.
+      progress: print a progress line on stderr.
+    """
+    watch = CompileWatch()
+    t0 = time.perf_counter()
+    exp = build_experiment(cfg, extra_terms=extra_terms)
+    t = cfg.train
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.jsonl").write_text("")
+    state = exp.algorithm.init(exp.keys["init"])
+    bar = _Progress(t.rounds, progress)
+    best: dict[str, Any] = {"round": None, "val": None, "test": None}
+    round_seconds, evals_since_best, stopped_early = [], 0, False
+    for r in range(1, t.rounds + 1):
+        start = time.perf_counter()
+        state, stats = run_round(exp, state, r)
+        jax.block_until_ready(state.shared)
+        seconds = time.perf_counter() - start
+        round_seconds.append(seconds)
+        record = {"round": r, "train_loss": stats.train_loss, "accepted": stats.accepted,
+                  "dropped_nonfinite": stats.dropped, "seconds": seconds}
+        val = None
+        if r % t.eval_every == 0 or r == t.rounds:
+            start = time.perf_counter()
+            val = evaluate_state(exp, state, exp.val_set)
+            test = evaluate_state(exp, state, exp.test_set)
+            record.update(val=val, test=test, eval_seconds=time.perf_counter() - start)
+            if best["val"] is None or val[t.select_metric] > best["val"][t.select_metric]:
+                best = {"round": r, "val": val, "test": test}
+                evals_since_best = 0
+            else:
+                evals_since_best += 1
+        if out is not None:
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+        bar.update(r, stats.train_loss, val)
+        if t.patience is not None and evals_since_best >= t.patience:
+            stopped_early = True
+            log.info("early stop at round %d (best round %d)", r, best["round"])
+            break
+    steady = round_seconds[1:] or round_seconds
+    summary = {
+        "config": config_lib.to_dict(cfg),
+        "dataset": {"users": exp.split.num_users, "items": exp.split.num_items,
+                    "train": len(exp.split.train), "val": len(exp.split.val),
+                    "test": len(exp.split.test)},
+        "best_round": best["round"],
+        "val": best["val"],
+        "test": best["test"],
+        "rounds_run": len(round_seconds),
+        "stopped_early": stopped_early,
+        "round_seconds": statistics.median(steady),
+        "first_round_seconds": round_seconds[0],
+        "compile_seconds": watch.seconds,
+        "total_seconds": time.perf_counter() - t0,
+        "devices": _devices(),
+    }
+    if out is not None:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,32 @@
+"""Small shared setups for engine tests (tiny synthetic data, tiny FedDMR)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from feddmr_jax.config import DataConfig, RunConfig, TrainConfig
+from feddmr_jax.models.feddmr import FedDMRConfig
+
+TINY_MODEL = FedDMRConfig(dim=8, heads=2, layers=2, history_len=6)
+TINY_DATA = DataConfig(dataset="synthetic", synthetic_users=24, synthetic_items=40,
+                       synthetic_interactions=8.0, eval_negatives=10)
+TINY_TRAIN = TrainConfig(rounds=2, batch_size=16, chunk_size=4, lr=0.05, mu=0.01)
+
+
+def tiny_config(**train_overrides) -> RunConfig:
+    return RunConfig(data=TINY_DATA, model=TINY_MODEL,
+                     train=dataclasses.replace(TINY_TRAIN, **train_overrides))
+
+
+def copy_tree(tree):
+    """Deep copy of a pytree of arrays (the engine donates its state)."""
+    return jax.tree.map(lambda x: np.array(x), tree)
+
+
+def max_abs_diff(a, b) -> float:
+    diffs = jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(
+        np.asarray(x, np.float64) - np.asarray(y, np.float64)))) if np.size(x) else 0.0, a, b))
+    return max(diffs) if diffs else 0.0
