@@ -1,0 +1,276 @@
+"""Baseline models: FedMF, FedNCF (NeuMF), PFedRec and FedRAP."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from feddmr_jax.errors import ConfigError
+from feddmr_jax.federated.client import ClientData, gradient_step, make_client_update
+from feddmr_jax.losses import Batch
+from feddmr_jax.models.base import Context, Leaves, ModelParams
+from feddmr_jax.models.fedmf import FedMFConfig, build_fedmf
+from feddmr_jax.models.fedncf import FedNCFConfig, build_fedncf
+from feddmr_jax.models.fedrap import (FedRAPConfig, build_fedrap, fedrap_distance,
+                                      fedrap_loss, fedrap_optimizer, fedrap_sparsity)
+from feddmr_jax.models.pfedrec import (PFedRecConfig, build_pfedrec, pfedrec_item_lr,
+                                       pfedrec_local_step)
+
+NO_CONTEXT = Context(jnp.zeros((0,), jnp.int32), jnp.zeros((0,), bool))
+ITEMS3 = jnp.array([[1.0, 0.0], [0.0, 1.0], [2.0, -1.0]])
+ALL = jnp.array([0, 1, 2])
+
+
+def params(private_dense=None, shared_tables=None, shared_dense=None, private_tables=None):
+    return ModelParams(private=Leaves(private_tables or {}, private_dense or {}),
+                       shared=Leaves(shared_tables or {}, shared_dense or {}))
+
+
+def head(w, b):
+    return {"w": jnp.array(w), "b": jnp.array(b)}
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# ---------------------------------------------------------------- forward passes
+
+def test_fedmf_forward_hand_computed():
+    model = build_fedmf(FedMFConfig(dim=2), num_items=3)
+    p = params({"user": jnp.array([1.0, 2.0])}, {"items": ITEMS3})
+    np.testing.assert_allclose(model.apply(p, ALL, NO_CONTEXT), [1.0, 2.0, 0.0])
+    np.testing.assert_allclose(model.apply(p, jnp.array([2, 2]), NO_CONTEXT), [0.0, 0.0])
+
+
+def test_fedncf_forward_hand_computed():
+    model = build_fedncf(FedNCFConfig(dim=2, mlp_hidden=(2, 1)), num_items=3)
+    p = params(
+        {"user_gmf": jnp.array([1.0, 2.0]), "user_mlp": jnp.array([1.0, -1.0])},
+        {"items_gmf": jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]),
+         "items_mlp": jnp.array([[0.0, 1.0], [2.0, 0.0], [1.0, 1.0]])},
+        {"mlp": {"w0": jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]),
+                 "b0": jnp.array([0.0, 0.5]),
+                 "w1": jnp.array([[1.0], [2.0]]), "b1": jnp.array([-2.5])},
+         "out": {"w0": jnp.array([[1.0], [1.0], [2.0]]), "b0": jnp.array([0.25])}})
+    # GMF: [1,0], [0,2], [1,2]. MLP layer 1: relu([1,.5], [3,-.5], [2,.5]);
+    # layer 2: relu(-.5, .5, .5) -> 0, .5, .5. Output: sum(gmf) + 2 h + .25.
+    np.testing.assert_allclose(model.apply(p, ALL, NO_CONTEXT), [1.25, 3.25, 4.25])
+    np.testing.assert_allclose(model.apply(p, jnp.array([2, 0]), NO_CONTEXT), [4.25, 1.25])
+
+
+def test_fedncf_default_layer_sizes():
+    model = build_fedncf(FedNCFConfig(dim=4), num_items=5)
+    shared = model.init_shared(jax.random.PRNGKey(0))
+    mlp = shared.dense["mlp"]
+    assert [mlp["w0"].shape, mlp["w1"].shape] == [(8, 4), (4, 2)]
+    assert shared.dense["out"]["w0"].shape == (6, 1)
+
+
+def test_pfedrec_forward_hand_computed():
+    model = build_pfedrec(PFedRecConfig(dim=2), num_items=3)
+    p = params({"head": head([1.0, 2.0], 0.5)}, {"items": ITEMS3})
+    np.testing.assert_allclose(model.apply(p, ALL, NO_CONTEXT), [1.5, 2.5, 0.5])
+
+
+def test_fedrap_forward_hand_computed():
+    model = build_fedrap(FedRAPConfig(dim=2), num_items=3)
+    personal = jnp.array([[0.0, 1.0], [1.0, 1.0], [-2.0, 0.0]])
+    p = params({"head": head([1.0, 2.0], -1.0)}, {"items": ITEMS3},
+               private_tables={"items_personal": personal})
+    # (D + C) = [1,1], [1,2], [0,-1]  ->  @ [1,2] - 1
+    np.testing.assert_allclose(model.apply(p, ALL, NO_CONTEXT), [2.0, 4.0, -3.0])
+
+
+# ---------------------------------------------------------------- PFedRec local step
+
+def numpy_pfedrec_step(table, w, b, items, labels, mask, head_lr, item_lr):
+    """One reference batch: head SGD step, then a second pass and an item SGD step."""
+    table, w, b = (np.array(x, np.float64) for x in (table, w, b))
+    m = np.asarray(mask, np.float64)
+    n = m.sum()
+    rows = table[items]
+    g = (sigmoid(rows @ w + b) - labels) * m / n            # d mean-BCE / d logit
+    w = w - head_lr * (g[:, None] * rows).sum(0)
+    b = b - head_lr * g.sum()
+    prob = sigmoid(rows @ w + b)
+    loss = -np.sum(m * (labels * np.log(prob) + (1 - labels) * np.log(1 - prob))) / n
+    g = (prob - labels) * m / n
+    grad_table = np.zeros_like(table)
+    np.add.at(grad_table, items, g[:, None] * w[None, :])
+    return table - item_lr * grad_table, w, b, loss
+
+
+def test_pfedrec_item_lr():
+    assert pfedrec_item_lr(1682) == pytest.approx(0.1 * 1682 * 80)
+    assert pfedrec_item_lr(3, lr=0.5, lr_eta=2) == pytest.approx(3.0)
+
+
+def test_pfedrec_local_step_matches_numpy():
+    model = build_pfedrec(PFedRecConfig(dim=2), num_items=3)
+    table = jnp.array([[0.3, -0.2], [0.1, 0.4], [-0.5, 0.2]])
+    w, b = jnp.array([0.2, -0.1]), jnp.array(0.05)
+    items = np.array([0, 2, 2, 1, 0])
+    labels = np.array([1.0, 0.0, 1.0, 0.0, 0.0])
+    mask = np.array([True, True, True, True, False])     # last example is padding
+    item_lr = pfedrec_item_lr(3, 0.1, 80)
+    step = pfedrec_local_step(model.apply, head_lr=0.1, item_lr=item_lr)
+    p = params({"head": {"w": w, "b": b}}, {"items": table})
+    batch = Batch(jnp.asarray(items), jnp.asarray(labels, jnp.float32), jnp.asarray(mask),
+                  NO_CONTEXT)
+    new, state, loss = jax.jit(step.step)(p, step.init(p), p.shared, batch)
+    ref_table, ref_w, ref_b, ref_loss = numpy_pfedrec_step(
+        table, w, b, items, labels, mask, 0.1, item_lr)
+    tol = dict(rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(new.private.dense["head"]["w"], ref_w, **tol)
+    np.testing.assert_allclose(new.private.dense["head"]["b"], ref_b, **tol)
+    np.testing.assert_allclose(new.shared.tables["items"], ref_table, **tol)
+    np.testing.assert_allclose(loss, ref_loss, **tol)
+    assert state == ()
+
+
+def run_client(model, step, *, epochs, batch_size):
+    """One client's round on 4 examples (the last one padding) via the engine."""
+    update = jax.jit(make_client_update(step, local_epochs=epochs, batch_size=batch_size))
+    data = ClientData(jnp.array([0, 1, 3, 0]), jnp.array([1.0, 0.0, 0.0, 0.0]),
+                      jnp.array([True, True, True, False]), jnp.zeros((0,), jnp.int32),
+                      jnp.zeros((0,), bool))
+    shared = model.init_shared(jax.random.PRNGKey(0))
+    private = model.init_private(jax.random.PRNGKey(1))
+    return shared, private, update(shared, private, data, jax.random.PRNGKey(2))
+
+
+def test_pfedrec_step_runs_in_client_update():
+    model = build_pfedrec(PFedRecConfig(dim=2), num_items=4)
+    step = pfedrec_local_step(model.apply, head_lr=0.1, item_lr=pfedrec_item_lr(4))
+    shared, _, result = run_client(model, step, epochs=2, batch_size=2)
+    assert np.isfinite(result.loss)
+    np.testing.assert_array_equal(result.shared.tables["items"][2], shared.tables["items"][2])
+    assert not np.allclose(result.shared.tables["items"][0], shared.tables["items"][0])
+
+
+# ---------------------------------------------------------------- FedRAP regularizers
+
+def fedrap_params():
+    return params({"head": head([1.0, 1.0], 0.0)},
+                  {"items": jnp.array([[0.0, 0.0], [5.0, 5.0], [1.0, -1.0]])},
+                  private_tables={"items_personal": jnp.array([[1.0, 0.0], [0.0, 0.0],
+                                                               [0.0, 2.0]])})
+
+
+REG_BATCH = Batch(jnp.array([0, 2, 2, 1]), jnp.array([1.0, 0.0, 0.0, 1.0]),
+                  jnp.array([True, True, True, False]), NO_CONTEXT)
+
+
+def test_fedrap_regularizers_hand_computed():
+    p = fedrap_params()
+    # Real rows 0, 2, 2: (D - C)^2 means 0.5, 5, 5; |C| means 0, 1, 1.
+    dist = fedrap_distance(0.3)(p, p.shared, REG_BATCH)
+    np.testing.assert_allclose(dist, -0.3 * (0.5 + 5.0 + 5.0) / 3, rtol=1e-6)
+    sparse = fedrap_sparsity(0.2)(p, p.shared, REG_BATCH)
+    np.testing.assert_allclose(sparse, 0.2 * 2.0 / 3, rtol=1e-6)
+
+
+def test_fedrap_loss_is_bce_minus_distance_plus_sparsity():
+    cfg = FedRAPConfig(dim=2, lam=0.3, mu=0.2)
+    model = build_fedrap(cfg, num_items=3)
+    p = fedrap_params()
+    total, parts = fedrap_loss(model.apply, cfg)(p, p.shared, REG_BATCH)
+    logits = np.array([1.0, 2.0, 2.0])          # (D + C) @ [1, 1] for rows 0, 2, 2
+    labels = np.array([1.0, 0.0, 0.0])
+    bce = -np.mean(labels * np.log(sigmoid(logits)) + (1 - labels) * np.log(1 - sigmoid(logits)))
+    expected = bce - 0.3 * 10.5 / 3 + 0.2 * 2.0 / 3
+    np.testing.assert_allclose(total, expected, rtol=1e-6)
+    assert set(parts) == {"data", "distance", "sparsity"}
+
+
+def test_fedrap_optimizer_lrs_and_decay():
+    cfg = FedRAPConfig(dim=2, lr_network=0.5, lr_args=10.0, weight_decay=0.1,
+                       step_decay=0.5, round_decay=0.9)
+    p = fedrap_params()
+    opt = fedrap_optimizer(cfg, round_index=2)
+    grads = jax.tree.map(jnp.ones_like, p)
+    state = opt.init(p)
+    updates, state = opt.update(grads, state, p)
+    w = p.private.dense["head"]["w"]
+    np.testing.assert_allclose(updates.private.dense["head"]["w"], -0.5 * 0.81 * (1 + 0.1 * w),
+                               rtol=1e-6)
+    c = p.shared.tables["items"]
+    np.testing.assert_allclose(updates.shared.tables["items"], -10.0 * 0.81 * (1 + 0.1 * c),
+                               rtol=1e-6)
+    updates, _ = opt.update(grads, state, p)          # second step: lr * step_decay
+    np.testing.assert_allclose(updates.shared.tables["items"],
+                               -10.0 * 0.81 * 0.5 * (1 + 0.1 * c), rtol=1e-6)
+
+
+def test_fedrap_trains_with_gradient_step():
+    cfg = FedRAPConfig(dim=2)
+    model = build_fedrap(cfg, num_items=4)
+    step = gradient_step(fedrap_loss(model.apply, cfg), fedrap_optimizer(cfg))
+    _, private, result = run_client(model, step, epochs=1, batch_size=4)
+    assert np.isfinite(result.loss)
+    assert not np.allclose(result.private.tables["items_personal"],
+                           private.tables["items_personal"])
+
+
+# ---------------------------------------------------------------- vmap and grad
+
+BUILDERS = {
+    "fedmf": lambda: build_fedmf(FedMFConfig(dim=4), 5),
+    "fedncf": lambda: build_fedncf(FedNCFConfig(dim=4), 5),
+    "pfedrec": lambda: build_pfedrec(PFedRecConfig(dim=4), 5),
+    "fedrap": lambda: build_fedrap(FedRAPConfig(dim=4), 5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_vmap_over_stacked_private_matches_loop(name):
+    model = BUILDERS[name]()
+    shared = model.init_shared(jax.random.PRNGKey(0))
+    keys = jax.random.split(jax.random.PRNGKey(1), 3)
+    stacked_private = jax.vmap(model.init_private)(keys)
+    items = jnp.array([4, 0, 2, 2])
+    in_axes = (ModelParams(private=0, shared=None), None, None)
+    stacked_logits = jax.vmap(model.apply, in_axes=in_axes)(
+        ModelParams(stacked_private, shared), items, NO_CONTEXT)
+    assert stacked_logits.shape == (3, 4)
+    for c in range(3):
+        private = jax.tree.map(lambda x: x[c], stacked_private)
+        np.testing.assert_allclose(stacked_logits[c],
+                                   model.apply(ModelParams(private, shared), items, NO_CONTEXT),
+                                   rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_grad_reaches_every_used_leaf(name):
+    model = BUILDERS[name]()
+    p = ModelParams(model.init_private(jax.random.PRNGKey(1)),
+                    model.init_shared(jax.random.PRNGKey(0)))
+    items = jnp.array([1, 3])
+    grads = jax.grad(lambda q: jnp.sum(model.apply(q, items, NO_CONTEXT)))(p)
+    assert jax.tree.structure(grads) == jax.tree.structure(p)
+    for leaf in jax.tree.leaves(grads):
+        assert np.all(np.isfinite(leaf))
+    for table in [*grads.shared.tables.values(), *grads.private.tables.values()]:
+        np.testing.assert_array_equal(table[jnp.array([0, 2, 4])], 0.0)  # unused rows
+        assert np.any(table[items] != 0.0)
+
+
+def test_fedmf_grad_hand_computed():
+    model = build_fedmf(FedMFConfig(dim=2), num_items=3)
+    p = params({"user": jnp.array([1.0, 2.0])}, {"items": ITEMS3})
+    grads = jax.grad(lambda q: jnp.sum(model.apply(q, jnp.array([0, 2]), NO_CONTEXT)))(p)
+    np.testing.assert_allclose(grads.private.dense["user"], [3.0, -1.0])
+    np.testing.assert_allclose(grads.shared.tables["items"], [[1, 2], [0, 0], [1, 2]])
+
+
+# ---------------------------------------------------------------- configs
+
+@pytest.mark.parametrize("cfg", [
+    FedMFConfig(dim=0), FedNCFConfig(dim=1), FedNCFConfig(dim=4, mlp_hidden=(4, 0)),
+    PFedRecConfig(dim=-1), PFedRecConfig(lr_eta=-1.0), FedRAPConfig(mu=-0.1),
+    FedRAPConfig(step_decay=0.0),
+])
+def test_invalid_configs_raise(cfg):
+    with pytest.raises(ConfigError):
+        cfg.validate()
