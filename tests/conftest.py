@@ -1,4 +1,4 @@
-"""Shared test fixtures (data pipeline only).
+"""Shared test fixtures.
 
 Real datasets are read from ``$FEDDMR_DATA_DIR``, else from ``../shared/data``
 next to the project; tests that need them are skipped when absent. Dataset
@@ -13,6 +13,18 @@ from pathlib import Path
 import pytest
 
 _DEFAULT_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compilation_cache(tmp_path_factory):
+    """A per-session persistent compilation cache.
+
+    Every test builds its engine afresh (new closures, so JAX's in-memory cache
+    misses); identical programs then hit this cache instead of recompiling.
+    """
+    from feddmr_jax.timing import enable_compilation_cache
+
+    enable_compilation_cache(tmp_path_factory.mktemp("xla_cache"))
 
 
 @pytest.fixture(scope="session")

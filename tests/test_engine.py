@@ -150,3 +150,27 @@ def test_huge_mu_keeps_shared_params_at_global():
     before0 = copy_tree(state0.shared)
     state0, _ = run_round(exp0, state0, 1)
     assert max_abs_diff(before0, state0.shared) > 1e-3
+
+
+def test_server_receives_no_private_leaf():
+    """The per-client upload (delta) has exactly the shared structure: no user embedding."""
+    from feddmr_jax.federated.parallel import make_client_fn
+    from feddmr_jax.federated.rounds import plan_round
+
+    exp = build_experiment(tiny_config())
+    state = exp.algorithm.init(exp.keys["init"])
+    chunk = plan_round(exp.planner, np.arange(exp.split.num_users), 1)[0]
+    row = jax.tree.map(lambda x: x[0], chunk)
+    private = jax.tree.map(lambda s: s[row.client_ids], state.private_store)
+    from feddmr_jax.federated.client import gradient_step, make_client_update
+
+    client_update = make_client_update(
+        gradient_step(build_loss(exp.model, exp.cfg.train), optax.adam(0.01)),
+        local_epochs=1, batch_size=16)
+    out = make_client_fn(client_update, sparse=True, num_items=exp.split.num_items)(
+        state.shared, private, row, jax.random.key(0))
+    upload = out.delta
+    assert jax.tree.structure(upload) == jax.tree.structure(state.shared)
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(upload)]
+    assert not any("user" in p for p in paths)
+    assert set(upload.tables) == set(state.shared.tables) == {"items"}

@@ -58,6 +58,8 @@ _TRAIN_FLAGS = {
     "--eval-every": ("train", "eval_every", int, "evaluate every k rounds"),
     "--patience": ("train", "patience", int, "early stopping patience (evaluations)"),
     "--seed": ("train", "seed", int, "master seed"),
+    "--checkpoint-every": ("train", "checkpoint_every", int, "save a checkpoint every k rounds"),
+    "--keep-checkpoints": ("train", "keep_checkpoints", int, "newest checkpoints to keep"),
     "--dim": ("model", "dim", int, "embedding size"),
     "--heads": ("model", "heads", int, "attention heads"),
     "--layers": ("model", "layers", int, "attention layers"),
@@ -87,6 +89,19 @@ def _train_config(args: argparse.Namespace):
     return cfg
 
 
+def _clear_run(out) -> None:
+    import shutil
+
+    from feddmr_jax.checkpoint import RUN_ARTIFACTS
+
+    for name in (*RUN_ARTIFACTS, "config.json"):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def _run_train(args: argparse.Namespace) -> int:
     import json
     import time
@@ -94,16 +109,35 @@ def _run_train(args: argparse.Namespace) -> int:
 
     from feddmr_jax.checkpoint import run_dir_state
     from feddmr_jax.timing import enable_compilation_cache
-    from feddmr_jax.train import train
+    from feddmr_jax.train import Interrupted, load_run_config, train
 
-    cfg = _train_config(args)
-    out = Path(args.out or f"runs/{cfg.data.dataset}-{cfg.train.model}-"
-                           f"{time.strftime('%Y%m%d-%H%M%S')}")
-    if run_dir_state(out) == "has_run" and not args.overwrite:
-        raise FeddmrError(f"output folder {out} holds another run; "
-                          "pass --overwrite or choose another --out")
+    if args.resume:
+        given = [flag for flag, (section, key, _, _) in _TRAIN_FLAGS.items()
+                 if getattr(args, f"{section}__{key}") is not None]
+        if args.config or args.out or given:
+            raise FeddmrError("--resume continues with the run's saved config; drop "
+                              + ", ".join(given + ["--config"] * bool(args.config)
+                                          + ["--out"] * bool(args.out)))
+        out = Path(args.resume)
+        if run_dir_state(out) != "has_run":
+            raise FeddmrError(f"cannot resume: {out} holds no run")
+        cfg = load_run_config(out)
+    else:
+        cfg = _train_config(args)
+        out = Path(args.out or f"runs/{cfg.data.dataset}-{cfg.train.model}-"
+                               f"{time.strftime('%Y%m%d-%H%M%S')}")
+        if run_dir_state(out) == "has_run":
+            if not args.overwrite:
+                raise FeddmrError(f"output folder {out} holds another run; pass --resume "
+                                  f"{out} to continue it, --overwrite to replace it, or "
+                                  "choose another --out")
+            _clear_run(out)
     enable_compilation_cache()
-    summary = train(cfg, out, progress=not args.quiet)
+    try:
+        summary = train(cfg, out, progress=not args.quiet, resume=bool(args.resume))
+    except Interrupted as e:
+        print(f"feddmr: {e}", file=sys.stderr)
+        return 130
     short = {k: summary[k] for k in ("best_round", "val", "test", "round_seconds",
                                      "compile_seconds", "total_seconds")}
     print(json.dumps(short, indent=2))
@@ -130,7 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="TOML config file ([data], [model], [train])")
     train.add_argument("--out", help="output folder (default: runs/<dataset>-<model>-<time>)")
     train.add_argument("--overwrite", action="store_true",
-                       help="allow an output folder that holds another run")
+                       help="replace the run in the output folder (its metrics, summary, "
+                            "checkpoints)")
+    train.add_argument("--resume", metavar="DIR",
+                       help="continue the run in DIR from its newest valid checkpoint, "
+                            "with its saved config")
     train.add_argument("--quiet", action="store_true", help="no progress line")
     train.add_argument("--debug", action="store_true", help="show tracebacks")
     for flag, (section, key, typ, help_) in _TRAIN_FLAGS.items():

@@ -77,12 +77,17 @@ class TrainConfig:
     patience: int | None = None         # stop after this many evaluations without improvement
     select_metric: str = "hr@10"        # validation metric for model selection
     seed: int = 0                       # master seed (init, sampling, negatives, shuffling)
+    checkpoint_every: int = 10          # save a checkpoint every k rounds (0: only on SIGINT/SIGTERM)
+    keep_checkpoints: int = 3           # how many of the newest checkpoints to keep
 
     def validate(self) -> None:
         positive = ("rounds", "local_epochs", "batch_size", "chunk_size", "eval_every")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
+            raise ConfigError("train.checkpoint_every must be >= 0 and train.keep_checkpoints >= 1, "
+                              f"got {self.checkpoint_every} and {self.keep_checkpoints}")
         if self.num_negatives < 1:
             raise ConfigError(f"train.num_negatives must be >= 1, got {self.num_negatives}")
         if self.mu < 0:

@@ -141,72 +141,148 @@ def _devices() -> list[str]:
     return [f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices()]
 
 
+class Interrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
+
+    def __init__(self, out_dir: Path, round_index: int, signal_name: str | None):
+        super().__init__(f"stopped by {signal_name or 'a signal'} after round {round_index}; "
+                         f"checkpoint saved. Continue with: feddmr train --resume {out_dir}")
+        self.round_index = round_index
+
+
+@dataclasses.dataclass
+class LoopState:
+    """Host-side loop bookkeeping (saved in checkpoint meta as JSON)."""
+
+    best_round: int | None = None
+    best_val: dict | None = None
+    best_test: dict | None = None
+    evals_since_best: int = 0
+    round_seconds: list = dataclasses.field(default_factory=list)
+    stopped_early: bool = False
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _truncate_metrics(path: Path, last_round: int) -> None:
+    """Keeps the lines of rounds <= last_round (a resumed run rewrites the rest)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["round"] <= last_round]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
+
+
+def load_run_config(out_dir: str | Path) -> RunConfig:
+    """The config a run directory was started with (for ``--resume``)."""
+    path = Path(out_dir) / "config.json"
+    if not path.exists():
+        raise config_lib.ConfigError(f"cannot resume: {path} not found (is {out_dir} a run folder?)")
+    return config_lib.from_dict(json.loads(path.read_text()))
+
+
 def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
           extra_terms: Mapping[str, LossTerm] | None = None,
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool = True, resume: bool = False,
+          stop_after_round: int | None = None) -> dict[str, Any]:
     """Trains and evaluates; returns the summary (also written to ``out_dir``).
 
     Args:
       cfg: run configuration.
-      out_dir: where ``metrics.jsonl`` and ``summary.json`` go (None: nowhere).
+      out_dir: where ``config.json``, ``metrics.jsonl``, ``summary.json`` and
+        ``checkpoints/`` go (None: nowhere, no checkpoints).
       extra_terms: additional loss terms ``{name: fn(params, global, batch)}``.
       progress: print a progress line on stderr.
+      resume: continue from the newest valid checkpoint in ``out_dir``.
+      stop_after_round: stop (as if interrupted) after this round (for tests).
+
+    Raises:
+      Interrupted: SIGINT/SIGTERM arrived; a checkpoint of the last finished
+        round was saved first.
     """
+    from feddmr_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer, install_stop_handler
+
     watch = CompileWatch()
     t0 = time.perf_counter()
     exp = build_experiment(cfg, extra_terms=extra_terms)
     t = cfg.train
     out = Path(out_dir) if out_dir is not None else None
+    state = exp.algorithm.init(exp.keys["init"])
+    loop = LoopState()
+    first_round = 1
+    ckpt = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.jsonl").write_text("")
-    state = exp.algorithm.init(exp.keys["init"])
+        ckpt = Checkpointer(out / CHECKPOINT_DIRNAME, keep=t.keep_checkpoints)
+        if resume:
+            step, state, meta = ckpt.restore(state)
+            loop = LoopState(**meta["loop"])
+            first_round = step + 1
+            _truncate_metrics(out / "metrics.jsonl", step)
+            log.info("resumed from round %d", step)
+        else:
+            (out / "metrics.jsonl").write_text("")
+        (out / "config.json").write_text(json.dumps(config_lib.to_dict(cfg), indent=2) + "\n")
+
+    def save(r: int) -> None:
+        if ckpt is not None:
+            ckpt.save(r, state, {"round": r, "loop": loop.to_json(), "seed": t.seed}, force=True)
+
     bar = _Progress(t.rounds, progress)
-    best: dict[str, Any] = {"round": None, "val": None, "test": None}
-    round_seconds, evals_since_best, stopped_early = [], 0, False
-    for r in range(1, t.rounds + 1):
-        start = time.perf_counter()
-        state, stats = run_round(exp, state, r)
-        jax.block_until_ready(state.shared)
-        seconds = time.perf_counter() - start
-        round_seconds.append(seconds)
-        record = {"round": r, "train_loss": stats.train_loss, "accepted": stats.accepted,
-                  "dropped_nonfinite": stats.dropped, "seconds": seconds}
-        val = None
-        if r % t.eval_every == 0 or r == t.rounds:
+    with install_stop_handler() as stop:
+        for r in range(first_round, t.rounds + 1):
             start = time.perf_counter()
-            val = evaluate_state(exp, state, exp.val_set)
-            test = evaluate_state(exp, state, exp.test_set)
-            record.update(val=val, test=test, eval_seconds=time.perf_counter() - start)
-            if best["val"] is None or val[t.select_metric] > best["val"][t.select_metric]:
-                best = {"round": r, "val": val, "test": test}
-                evals_since_best = 0
-            else:
-                evals_since_best += 1
-        if out is not None:
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-        bar.update(r, stats.train_loss, val)
-        if t.patience is not None and evals_since_best >= t.patience:
-            stopped_early = True
-            log.info("early stop at round %d (best round %d)", r, best["round"])
-            break
-    steady = round_seconds[1:] or round_seconds
+            state, stats = run_round(exp, state, r)
+            jax.block_until_ready(state.shared)
+            seconds = time.perf_counter() - start
+            loop.round_seconds.append(seconds)
+            record = {"round": r, "train_loss": stats.train_loss, "accepted": stats.accepted,
+                      "dropped_nonfinite": stats.dropped, "seconds": seconds}
+            val = None
+            if r % t.eval_every == 0 or r == t.rounds:
+                start = time.perf_counter()
+                val = evaluate_state(exp, state, exp.val_set)
+                test = evaluate_state(exp, state, exp.test_set)
+                record.update(val=val, test=test, eval_seconds=time.perf_counter() - start)
+                if loop.best_val is None or val[t.select_metric] > loop.best_val[t.select_metric]:
+                    loop.best_round, loop.best_val, loop.best_test = r, val, test
+                    loop.evals_since_best = 0
+                else:
+                    loop.evals_since_best += 1
+            if out is not None:
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            bar.update(r, stats.train_loss, val)
+            if t.patience is not None and loop.evals_since_best >= t.patience:
+                loop.stopped_early = True
+                log.info("early stop at round %d (best round %d)", r, loop.best_round)
+            if stop.requested or (stop_after_round is not None and r == stop_after_round):
+                save(r)
+                raise Interrupted(out, r, stop.signal_name)
+            if loop.stopped_early:
+                break
+            if t.checkpoint_every and r % t.checkpoint_every == 0:
+                save(r)
+    steady = loop.round_seconds[1:] or loop.round_seconds
     summary = {
         "config": config_lib.to_dict(cfg),
         "dataset": {"users": exp.split.num_users, "items": exp.split.num_items,
                     "train": len(exp.split.train), "val": len(exp.split.val),
                     "test": len(exp.split.test)},
-        "best_round": best["round"],
-        "val": best["val"],
-        "test": best["test"],
-        "rounds_run": len(round_seconds),
-        "stopped_early": stopped_early,
+        "best_round": loop.best_round,
+        "val": loop.best_val,
+        "test": loop.best_test,
+        "rounds_run": len(loop.round_seconds),
+        "stopped_early": loop.stopped_early,
         "round_seconds": statistics.median(steady),
-        "first_round_seconds": round_seconds[0],
+        "first_round_seconds": loop.round_seconds[0],
         "compile_seconds": watch.seconds,
         "total_seconds": time.perf_counter() - t0,
         "devices": _devices(),
+        "resumed": resume,
     }
     if out is not None:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -104,6 +104,7 @@ def make_client_update(local_step: LocalStep, *, local_epochs: int, batch_size: 
 
     def client_update(global_shared: Leaves, private: Leaves, data: ClientData,
                       key: Array) -> ClientResult:
+        data = jax.tree.map(jnp.asarray, data)
         n = data.items.shape[0]
         width = min(batch_size, n)
         steps = -(-n // width)

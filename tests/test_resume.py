@@ -1,0 +1,103 @@
+"""Checkpoint and resume: a resumed run equals the uninterrupted one, bitwise."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from feddmr_jax import cli
+from feddmr_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer
+from feddmr_jax.train import Interrupted, build_experiment, train
+
+from engine_helpers import tiny_config
+
+ROUNDS = 6
+
+
+def _metrics(out: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if "seconds" not in k} for line in lines]
+
+
+def _final_state(cfg, out: Path):
+    exp = build_experiment(cfg)
+    template = exp.algorithm.init(exp.keys["init"])
+    with Checkpointer(out / CHECKPOINT_DIRNAME) as ckpt:
+        step, state, _ = ckpt.restore(template)
+    return step, state
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    cfg = tiny_config(rounds=ROUNDS, checkpoint_every=ROUNDS)
+    out = tmp_path_factory.mktemp("full")
+    summary = train(cfg, out, progress=False)
+    return cfg, out, summary
+
+
+def _assert_same_run(full_out: Path, cfg, out: Path):
+    assert _metrics(out) == _metrics(full_out)
+    s_full = json.loads((full_out / "summary.json").read_text())
+    s_res = json.loads((out / "summary.json").read_text())
+    for key in ("best_round", "val", "test"):
+        assert s_res[key] == s_full[key]
+    step_a, state_a = _final_state(cfg, full_out)
+    step_b, state_b = _final_state(cfg, out)
+    assert step_a == step_b == ROUNDS
+    import jax
+    for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_stopped_and_resumed_equals_uninterrupted(uninterrupted, tmp_path):
+    cfg, full_out, _ = uninterrupted
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train(cfg, out, progress=False, stop_after_round=3)
+    train(cfg, out, progress=False, resume=True)
+    _assert_same_run(full_out, cfg, out)
+
+
+def test_sigkill_during_round_4_then_resume(uninterrupted, tmp_path):
+    """A process killed with SIGKILL mid-run resumes from its last checkpoint."""
+    cfg, full_out, _ = uninterrupted
+    out = tmp_path / "run"
+    script = (
+        "import sys; sys.path.insert(0, 'tests');"
+        "from engine_helpers import tiny_config;"
+        "from feddmr_jax.timing import enable_compilation_cache; enable_compilation_cache();"
+        "from feddmr_jax.train import train;"
+        f"train(tiny_config(rounds={ROUNDS}, checkpoint_every=1), {str(out)!r}, progress=False)")
+    env = dict(os.environ, FEDDMR_COMPILE_CACHE=os.environ.get("FEDDMR_COMPILE_CACHE", "off"))
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[1],
+                            env=env)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            break                                   # round 3 written: round 4 under way
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(metrics.read_text().splitlines())
+    assert 3 <= done < ROUNDS
+    cfg_ckpt = tiny_config(rounds=ROUNDS, checkpoint_every=1)
+    train(cfg_ckpt, out, progress=False, resume=True)
+    _assert_same_run(full_out, cfg, out)
+
+
+def test_cli_resume_uses_saved_config_and_refuses_flags(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = cli.main(["train", "--resume", str(out)])
+    assert rc == 2 and "holds no run" in capsys.readouterr().err
+    rc = cli.main(["train", "--resume", str(out), "--rounds", "3"])
+    assert rc == 2 and "drop --rounds" in capsys.readouterr().err
