@@ -14,7 +14,8 @@ import optax
 import pytest
 
 from feddmr_jax.federated.algorithm import build_algorithm
-from feddmr_jax.train import build_experiment, build_loss, evaluate_state, run_round
+from feddmr_jax.train import (build_client_optimizer, build_experiment, build_loss,
+                              evaluate_state, run_round)
 from feddmr_jax.timing import CompileWatch
 
 from engine_helpers import copy_tree, max_abs_diff, tiny_config
@@ -113,7 +114,7 @@ def test_mu_zero_is_plain_fedavg():
     t = cfg.train
     plain = build_algorithm(exp.model, compose(bce=bce(exp.model.apply)),
                             num_clients=exp.split.num_users, num_items=exp.split.num_items,
-                            client_optimizer=optax.adam(t.lr),
+                            client_optimizer=build_client_optimizer(t),
                             server_optimizer=optax.sgd(1.0), local_epochs=t.local_epochs,
                             batch_size=t.batch_size)
     state = exp.algorithm.init(exp.keys["init"])
@@ -139,7 +140,8 @@ def _loss_args(exp, state):
 def test_huge_mu_keeps_shared_params_at_global():
     """With SGD at lr = 1/mu, each step lands at global - grad/mu: deviation -> 0."""
     mu = 1e6
-    exp = build_experiment(tiny_config(optimizer="sgd", mu=mu, lr=1.0 / mu, local_epochs=3))
+    exp = build_experiment(tiny_config(optimizer="sgd", mu=mu, lr=1.0 / mu, embedding_lr=None,
+                                        local_epochs=3))
     state = exp.algorithm.init(exp.keys["init"])
     before = copy_tree(state.shared)
     state, _ = run_round(exp, state, 1)

@@ -63,7 +63,8 @@ class TrainConfig:
     batch_size: int = 256               # local minibatch size
     num_negatives: int = 4              # training negatives per positive, fresh each round
     optimizer: str = "adam"             # client optimizer: adam or sgd (fresh state each round)
-    lr: float = 0.01                    # client learning rate (chosen on ml-100k validation)
+    lr: float = 0.01                    # client lr of the network (chosen on ml-100k validation)
+    embedding_lr: float | None = 0.1    # lr of item tables and private params; None = lr
     mu: float = 0.01                    # proximal coefficient (FedProx); 0 = FedAvg
     l2: float = 0.0                     # weight decay on the params a client trains
     clients_per_round: int | None = None  # participants per round (None: see client_fraction)
@@ -71,12 +72,19 @@ class TrainConfig:
     weighting: str = "uniform"          # aggregation weights: uniform or examples
     table_mean: str = "touched"         # item rows averaged over clients that used them, or participants
     server_lr: float = 1.0              # server SGD step on the mean delta (1.0 = FedAvg)
+    aggregator: str = "mean"            # mean, clipped_mean, median, trimmed_mean
+    clip_norm: float = 1.0              # clipped_mean: L2 bound of each upload
+    trim_fraction: float = 0.1          # trimmed_mean: fraction trimmed at each end
     chunk_size: int = 64                # clients per chunk (x batch_size bounds chunk memory)
     sparse: bool = True                 # train on gathered item rows (False: full tables)
     eval_every: int = 1                 # evaluate every k rounds (and at the last round)
     patience: int | None = None         # stop after this many evaluations without improvement
     select_metric: str = "hr@10"        # validation metric for model selection
     seed: int = 0                       # master seed (init, sampling, negatives, shuffling)
+    fault_nan: float = 0.0              # fault injection: fraction of sampled clients uploading NaN
+    fault_scale: float = 0.0            # fault injection: fraction uploading a scaled update
+    fault_factor: float = 100.0         # fault injection: the scale factor (negative: sign flip)
+    client_dropout: float = 0.0         # fault injection: fraction of sampled clients never reporting
     checkpoint_every: int = 10          # save a checkpoint every k rounds (0: only on SIGINT/SIGTERM)
     keep_checkpoints: int = 3           # how many of the newest checkpoints to keep
 
@@ -88,6 +96,15 @@ class TrainConfig:
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
             raise ConfigError("train.checkpoint_every must be >= 0 and train.keep_checkpoints >= 1, "
                               f"got {self.checkpoint_every} and {self.keep_checkpoints}")
+        self.faults().validate()
+        aggregators = ("mean", "clipped_mean", "median", "trimmed_mean")
+        if self.aggregator not in aggregators:
+            raise ConfigError(f"unknown aggregator {self.aggregator!r} "
+                              f"(known: {', '.join(aggregators)})")
+        if self.clip_norm <= 0:
+            raise ConfigError(f"train.clip_norm must be positive, got {self.clip_norm}")
+        if not 0.0 <= self.trim_fraction < 0.5:
+            raise ConfigError(f"train.trim_fraction must be in [0, 0.5), got {self.trim_fraction}")
         if self.num_negatives < 1:
             raise ConfigError(f"train.num_negatives must be >= 1, got {self.num_negatives}")
         if self.mu < 0:
@@ -96,6 +113,8 @@ class TrainConfig:
             raise ConfigError(f"train.l2 must be >= 0, got {self.l2}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be positive, got {self.lr}")
+        if self.embedding_lr is not None and self.embedding_lr <= 0:
+            raise ConfigError(f"train.embedding_lr must be positive, got {self.embedding_lr}")
         if self.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"train.optimizer must be adam or sgd, got {self.optimizer!r}")
         if self.weighting not in ("uniform", "examples"):
@@ -108,6 +127,13 @@ class TrainConfig:
             raise ConfigError(f"train.clients_per_round must be >= 1, got {self.clients_per_round}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"train.patience must be >= 1, got {self.patience}")
+
+
+    def faults(self):
+        from feddmr_jax.federated.faults import FaultConfig
+
+        return FaultConfig(nan=self.fault_nan, scale=self.fault_scale,
+                           factor=self.fault_factor, dropout=self.client_dropout)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,10 +30,11 @@ from feddmr_jax.data import (build_eval_sets, load_dataset, positives_csr,
 from feddmr_jax.data.types import EvalSet, Split
 from feddmr_jax.evaluate import evaluate, make_scorer
 from feddmr_jax.federated.algorithm import FederatedAlgorithm, FedState, build_algorithm
+from feddmr_jax.federated.faults import assign_faults
 from feddmr_jax.federated.rounds import RoundPlanner, build_planner, plan_round
 from feddmr_jax.federated.sampling import participants_per_round, sample_clients
 from feddmr_jax.losses import LossTerm, bce, compose, l2, proximal
-from feddmr_jax.models import Model, build_model
+from feddmr_jax.models import Leaves, Model, ModelParams, build_model
 from feddmr_jax.timing import CompileWatch
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,21 @@ class Experiment:
 
 
 def build_client_optimizer(cfg: config_lib.TrainConfig) -> optax.GradientTransformation:
-    return optax.adam(cfg.lr) if cfg.optimizer == "adam" else optax.sgd(cfg.lr)
+    """Adam or SGD; with ``embedding_lr``, embeddings (item tables and private
+    params) and the network (shared dense params) get their own rates."""
+    make = optax.adam if cfg.optimizer == "adam" else optax.sgd
+    if cfg.embedding_lr is None:
+        return make(cfg.lr)
+
+    def labels(params: ModelParams) -> ModelParams:
+        emb = lambda tree: jax.tree.map(lambda _: "embedding", tree)
+        return ModelParams(private=emb(params.private),
+                           shared=Leaves(emb(params.shared.tables),
+                                         jax.tree.map(lambda _: "network",
+                                                      params.shared.dense)))
+
+    return optax.multi_transform({"embedding": make(cfg.embedding_lr),
+                                  "network": make(cfg.lr)}, labels)
 
 
 def build_loss(model: Model, cfg: config_lib.TrainConfig,
@@ -87,7 +102,10 @@ def build_experiment(cfg: RunConfig, *, extra_terms: Mapping[str, LossTerm] | No
         num_items=split.num_items, client_optimizer=build_client_optimizer(t),
         server_optimizer=optax.sgd(t.server_lr), local_epochs=t.local_epochs,
         batch_size=t.batch_size, sparse=t.sparse, weighting=t.weighting, table_mean=t.table_mean,
-        sequential=sequential, dropout_keys=cfg.model.dropout > 0)
+        sequential=sequential, dropout_keys=cfg.model.dropout > 0,
+        aggregator=t.aggregator, clip_norm=t.clip_norm, trim_fraction=t.trim_fraction,
+        max_participants=participants_per_round(split.num_users, count=t.clients_per_round,
+                                                fraction=t.client_fraction))
     planner = build_planner(train_csr(split), positives_csr(split),
                             history_len=model.history_len, num_negatives=t.num_negatives,
                             batch_size=t.batch_size, chunk_size=t.chunk_size, seed=t.seed)
@@ -100,12 +118,21 @@ def build_experiment(cfg: RunConfig, *, extra_terms: Mapping[str, LossTerm] | No
 
 
 def run_round(exp: Experiment, state: FedState, round_index: int):
-    """One round: sample participants, plan their chunks, train and aggregate."""
+    """One round: sample participants, inject faults, plan chunks, train, aggregate.
+
+    Returns:
+      ``(state, RoundStats)``; ``RoundStats.unreported`` counts the clients
+      that never reported (fault injection).
+    """
     participants = sample_clients(exp.keys["sample"], round_index,
                                   exp.split.num_users, exp.clients_per_round)
-    chunks = plan_round(exp.planner, participants, round_index)
-    return exp.algorithm.apply(state, chunks,
-                               jax.random.fold_in(exp.keys["train"], round_index))
+    faults = assign_faults(participants, round_index, exp.cfg.train.seed,
+                           exp.cfg.train.faults())
+    chunks = plan_round(exp.planner, faults.participants, round_index,
+                        update_scale=faults.update_scale, update_nan=faults.update_nan)
+    state, stats = exp.algorithm.apply(state, chunks,
+                                       jax.random.fold_in(exp.keys["train"], round_index))
+    return state, stats._replace(unreported=len(faults.dropped))
 
 
 def evaluate_state(exp: Experiment, state: FedState, eval_set: EvalSet) -> dict[str, float]:
@@ -240,7 +267,8 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
             seconds = time.perf_counter() - start
             loop.round_seconds.append(seconds)
             record = {"round": r, "train_loss": stats.train_loss, "accepted": stats.accepted,
-                      "dropped_nonfinite": stats.dropped, "seconds": seconds}
+                      "dropped_nonfinite": stats.dropped, "unreported": stats.unreported,
+                      "seconds": seconds}
             val = None
             if r % t.eval_every == 0 or r == t.rounds:
                 start = time.perf_counter()

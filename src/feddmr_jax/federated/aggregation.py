@@ -50,6 +50,8 @@ class Accumulator(NamedTuple):
       weight: total weight of the accepted updates.
       accepted: number of accepted (finite) updates.
       dropped: number of updates dropped as non-finite.
+      buffer: per-participant uploads for the robust aggregators
+        (federated/robust.py), or None.
     """
 
     delta_sum: Leaves
@@ -57,13 +59,17 @@ class Accumulator(NamedTuple):
     weight: Array
     accepted: Array
     dropped: Array
+    buffer: Leaves | None = None
 
 
-def init_accumulator(shared: Leaves) -> Accumulator:
+AGGREGATORS = ("mean", "clipped_mean", "median", "trimmed_mean")
+
+
+def init_accumulator(shared: Leaves, buffer: Leaves | None = None) -> Accumulator:
     # Separate buffers: the accumulator is donated to the chunk step.
     zeros = [jnp.zeros((), jnp.float32) for _ in range(3)]
     row_weight = {name: jnp.zeros(t.shape[:1], jnp.float32) for name, t in shared.tables.items()}
-    return Accumulator(jax.tree.map(jnp.zeros_like, shared), row_weight, *zeros)
+    return Accumulator(jax.tree.map(jnp.zeros_like, shared), row_weight, *zeros, buffer)
 
 
 def client_weights(num_examples: Array, client_mask: Array, weighting: str) -> Array:
@@ -123,7 +129,8 @@ def accumulate(acc: Accumulator, stacked_delta: Leaves, weights: Array,
         row_weight=row_weight,
         weight=acc.weight + jnp.sum(w),
         accepted=acc.accepted + jnp.sum(real * finite),
-        dropped=acc.dropped + jnp.sum(real * (1.0 - finite)))
+        dropped=acc.dropped + jnp.sum(real * (1.0 - finite)),
+        buffer=acc.buffer)
 
 
 def mean_delta(acc: Accumulator, table_mean: str = "touched") -> Leaves:

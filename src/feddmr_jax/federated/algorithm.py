@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from feddmr_jax.federated.aggregation import (init_accumulator, mean_delta,
+from feddmr_jax.federated.aggregation import (AGGREGATORS, init_accumulator, mean_delta,
                                               server_update)
+from feddmr_jax.federated.robust import ROBUST_AGGREGATORS, init_buffer, robust_delta
 from feddmr_jax.federated.client import LocalStep, gradient_step, make_client_update
 from feddmr_jax.federated.parallel import (ChunkData, make_chunk_step,
                                            make_sequential_step)
@@ -46,6 +47,7 @@ class RoundStats(NamedTuple):
     train_loss: float
     accepted: int
     dropped: int
+    unreported: int = 0
 
 
 class FederatedAlgorithm(NamedTuple):
@@ -67,7 +69,9 @@ def build_algorithm(model: Model, loss_fn: LossFn | None = None, *, num_clients:
                     weighting: str = "uniform", table_mean: str = "touched",
                     sequential: bool = False,
                     dropout_keys: bool = False,
-                    local_step: LocalStep | None = None) -> FederatedAlgorithm:
+                    local_step: LocalStep | None = None, aggregator: str = "mean",
+                    clip_norm: float = 1.0, trim_fraction: float = 0.1,
+                    max_participants: int | None = None) -> FederatedAlgorithm:
     """Builds the round (see module docstring).
 
     Args:
@@ -87,7 +91,15 @@ def build_algorithm(model: Model, loss_fn: LossFn | None = None, *, num_clients:
       dropout_keys: give the model a per-step dropout key.
       local_step: a custom minibatch step; default: one gradient step of
         ``loss_fn`` with ``client_optimizer``.
+      aggregator: ``mean``; ``clipped_mean`` (each upload clipped to L2 norm
+        ``clip_norm`` first); ``median`` or ``trimmed_mean`` (coordinate-wise,
+        trimming ``trim_fraction`` at each end; see federated/robust.py).
+      max_participants: clients per round (slots of the robust buffer).
     """
+    if aggregator not in AGGREGATORS:
+        raise ValueError(f"unknown aggregator {aggregator!r}; choose from {AGGREGATORS}")
+    robust = aggregator in ROBUST_AGGREGATORS
+    slots = max_participants or num_clients
     if local_step is None:
         if loss_fn is None or client_optimizer is None:
             raise ValueError("give loss_fn and client_optimizer, or local_step")
@@ -95,12 +107,14 @@ def build_algorithm(model: Model, loss_fn: LossFn | None = None, *, num_clients:
     client_update = make_client_update(local_step, local_epochs=local_epochs,
                                        batch_size=batch_size, dropout_keys=dropout_keys)
     make = make_sequential_step if sequential else make_chunk_step
-    chunk_step = make(client_update, sparse=sparse, num_items=num_items, weighting=weighting)
+    chunk_step = make(client_update, sparse=sparse, num_items=num_items, weighting=weighting,
+                      clip_norm=clip_norm if aggregator == "clipped_mean" else None)
 
     @jax.jit
     def server_step(shared, opt_state, acc):
-        new_shared, opt_state = server_update(shared, opt_state, mean_delta(acc, table_mean),
-                                              server_optimizer)
+        delta = (robust_delta(acc.buffer, aggregator, trim_fraction) if robust
+                 else mean_delta(acc, table_mean))
+        new_shared, opt_state = server_update(shared, opt_state, delta, server_optimizer)
         return new_shared, opt_state
 
     def init(key: Array) -> FedState:
@@ -111,7 +125,8 @@ def build_algorithm(model: Model, loss_fn: LossFn | None = None, *, num_clients:
 
     def apply(state: FedState, chunks: Sequence[ChunkData],
               round_key: Array) -> tuple[FedState, RoundStats]:
-        acc = init_accumulator(state.shared)
+        acc = init_accumulator(state.shared,
+                               init_buffer(state.shared, slots) if robust else None)
         store = state.private_store
         loss_sum = jnp.zeros((), jnp.float32)
         for chunk in chunks:

@@ -27,7 +27,9 @@ import jax.numpy as jnp
 from feddmr_jax.federated.aggregation import (Accumulator, accumulate, client_weights,
                                               is_finite)
 from feddmr_jax.federated.client import ClientData, ClientUpdate
+from feddmr_jax.federated.robust import write_buffer
 from feddmr_jax.models.base import Leaves
+from feddmr_jax.privacy.dp import clip_stacked
 
 Array = jax.Array
 
@@ -40,6 +42,11 @@ class ChunkData(NamedTuple):
       client_mask: ``[C]`` bool, False for padding clients.
       items, labels, mask: ``[C, N]`` examples (see :class:`ClientData`).
       history, history_mask: ``[C, n]`` memory.
+      update_scale: ``[C]`` factor applied to the uploaded update (fault
+        injection; 1 for honest clients).
+      update_nan: ``[C]`` bool, upload replaced by NaN (fault injection).
+      slot: ``[C]`` position of the client among the round's participants
+        (robust aggregators' buffer; padding points past the end).
     """
 
     client_ids: Array
@@ -49,6 +56,9 @@ class ChunkData(NamedTuple):
     mask: Array
     history: Array
     history_mask: Array
+    update_scale: Array
+    update_nan: Array
+    slot: Array
 
 
 class ClientOutput(NamedTuple):
@@ -117,12 +127,27 @@ def _client_keys(round_key: Array, client_ids: Array) -> Array:
     return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(round_key, client_ids)
 
 
+def _inject_faults(delta: Leaves, scale: Array, nan: Array) -> Leaves:
+    def corrupt(x):
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        return jnp.where(nan.reshape(shape), jnp.nan, x * scale.reshape(shape))
+
+    return jax.tree.map(corrupt, delta)
+
+
 def _absorb(private_store: Leaves, acc: Accumulator, out: ClientOutput,
-            client_ids: Array, client_mask: Array, weighting: str):
+            chunk: ChunkData, weighting: str, clip_norm: float | None):
     """Adds stacked client outputs to the accumulator and the private store."""
-    finite = is_finite(out.delta) & is_finite(out.private)
+    client_ids, client_mask = chunk.client_ids, chunk.client_mask
+    delta = _inject_faults(out.delta, chunk.update_scale, chunk.update_nan)
+    finite = is_finite(delta) & is_finite(out.private)
+    if clip_norm is not None:
+        delta = clip_stacked(delta, clip_norm)[0]
     weights = client_weights(out.num_examples, client_mask, weighting)
-    acc = accumulate(acc, out.delta, weights, finite, client_mask, out.rows, out.row_mask)
+    acc = accumulate(acc, delta, weights, finite, client_mask, out.rows, out.row_mask)
+    if acc.buffer is not None:
+        acc = acc._replace(buffer=write_buffer(acc.buffer, delta, chunk.slot,
+                                               client_mask & finite, out.rows, out.row_mask))
     num_clients = jax.tree.leaves(private_store)[0].shape[0]
     # Padding clients and rejected updates scatter out of bounds: dropped.
     target = jnp.where(client_mask & finite, client_ids, num_clients)
@@ -133,7 +158,7 @@ def _absorb(private_store: Leaves, acc: Accumulator, out: ClientOutput,
 
 
 def make_chunk_step(client_update: ClientUpdate, *, sparse: bool, num_items: int,
-                    weighting: str = "uniform"):
+                    weighting: str = "uniform", clip_norm: float | None = None):
     """Jitted ``(global_shared, private_store, acc, chunk, round_key) -> (store, acc, loss_sum)``.
 
     ``private_store`` and ``acc`` are donated.
@@ -145,14 +170,13 @@ def make_chunk_step(client_update: ClientUpdate, *, sparse: bool, num_items: int
         private = jax.tree.map(lambda s: s[chunk.client_ids], private_store)
         out = jax.vmap(client_fn, in_axes=(None, 0, 0, 0))(
             global_shared, private, chunk, _client_keys(round_key, chunk.client_ids))
-        return _absorb(private_store, acc, out, chunk.client_ids, chunk.client_mask,
-                       weighting)
+        return _absorb(private_store, acc, out, chunk, weighting, clip_norm)
 
     return jax.jit(chunk_step, donate_argnums=(1, 2))
 
 
 def make_sequential_step(client_update: ClientUpdate, *, sparse: bool, num_items: int,
-                         weighting: str = "uniform"):
+                         weighting: str = "uniform", clip_norm: float | None = None):
     """The per-client loop over the same client computation (reference and baseline).
 
     Returns ``run(global_shared, private_store, acc, chunk, round_key)`` with the
@@ -162,9 +186,9 @@ def make_sequential_step(client_update: ClientUpdate, *, sparse: bool, num_items
     client_fn = jax.jit(make_client_fn(client_update, sparse=sparse, num_items=num_items))
 
     @jax.jit
-    def absorb_one(private_store, acc, out, client_id, real):
-        out = jax.tree.map(lambda x: x[None], out)
-        return _absorb(private_store, acc, out, client_id[None], real[None], weighting)
+    def absorb_one(private_store, acc, out, row):
+        out, chunk = jax.tree.map(lambda x: x[None], (out, row))
+        return _absorb(private_store, acc, out, chunk, weighting, clip_norm)
 
     def run(global_shared, private_store, acc, chunk: ChunkData, round_key):
         keys = _client_keys(round_key, chunk.client_ids)
@@ -173,8 +197,7 @@ def make_sequential_step(client_update: ClientUpdate, *, sparse: bool, num_items
             row = jax.tree.map(lambda x: x[c], chunk)
             private = jax.tree.map(lambda s: s[row.client_ids], private_store)
             out = client_fn(global_shared, private, row, keys[c])
-            private_store, acc, loss = absorb_one(private_store, acc, out,
-                                                  row.client_ids, row.client_mask)
+            private_store, acc, loss = absorb_one(private_store, acc, out, row)
             loss_sum = loss_sum + loss
         return private_store, acc, loss_sum
 

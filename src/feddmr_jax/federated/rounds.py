@@ -107,10 +107,23 @@ def _examples(planner: RoundPlanner, clients: np.ndarray, round_index: int):
     return ex_indptr, values, lengths
 
 
-def plan_round(planner: RoundPlanner, participants: np.ndarray,
-               round_index: int) -> list[ChunkData]:
-    """The chunks of one round (numpy arrays), grouped by shape class."""
+def plan_round(planner: RoundPlanner, participants: np.ndarray, round_index: int, *,
+               update_scale: np.ndarray | None = None,
+               update_nan: np.ndarray | None = None) -> list[ChunkData]:
+    """The chunks of one round (numpy arrays), grouped by shape class.
+
+    Args:
+      planner: from :func:`build_planner`.
+      participants: sorted ids of the clients that train this round.
+      round_index: seeds this round's negatives.
+      update_scale, update_nan: ``[P]`` fault injection per participant
+        (see federated/faults.py); default: honest clients.
+    """
     participants = np.asarray(participants, np.int32)
+    if update_scale is None:
+        update_scale = np.ones(len(participants), np.float32)
+    if update_nan is None:
+        update_nan = np.zeros(len(participants), bool)
     ex_indptr, values, lengths = _examples(planner, participants, round_index)
     widths = planner.width[participants]
     chunks = []
@@ -130,5 +143,9 @@ def plan_round(planner: RoundPlanner, participants: np.ndarray,
                 client_mask=np.arange(per) < len(sel),
                 items=items.astype(np.int32), labels=labels.astype(np.float32),
                 mask=mask, history=planner.history[ids],
-                history_mask=planner.history_mask[ids] & (np.arange(per) < len(sel))[:, None]))
+                history_mask=planner.history_mask[ids] & (np.arange(per) < len(sel))[:, None],
+                update_scale=update_scale[sel_padded].astype(np.float32),
+                update_nan=update_nan[sel_padded] & (np.arange(per) < len(sel)),
+                slot=np.where(np.arange(per) < len(sel), sel_padded,
+                              len(participants)).astype(np.int32)))
     return chunks

@@ -1,0 +1,279 @@
+"""Seconds per round: the vectorized engine against a per-client loop, same run.
+
+Usage::
+
+    python benchmarks/bench_round.py [--quick] [--models feddmr,feddmr_no_attention]
+        [--data-dir DIR] [--rounds 3] [--loop-clients K] [--out PATH]
+
+For each named model config, two experiments are built from the same config:
+
+* **engine** -- ``build_experiment(cfg)``: a round's participants go through
+  the jitted chunk step (``vmap`` over the clients of a chunk);
+* **loop** -- ``build_experiment(cfg, sequential=True)``: the same jitted
+  client update called once per client in a Python loop, which is what a
+  fedjax-style per-client simulation does. Padding clients of the planner's
+  chunks are removed before the loop (a per-client simulation has none).
+
+Each side runs ``--warmup`` rounds (compilation; their seconds are reported as
+``first_round_s`` and ``compile_s``), then ``--rounds`` timed rounds; the figure
+is the median. A round is host planning (training negatives, packing) plus
+training and aggregation; both are reported. ``--loop-clients K`` times the loop
+on about K of the round's participants, taken evenly from every shape class,
+and scales its training time by the ratio of padded example slots (stated in
+the output as ``loop_scale``).
+
+Default: ml-100k (``--data-dir``, ``$FEDDMR_DATA_DIR`` or ``../shared/data``),
+all 943 clients per round, 1 local epoch, batch 256, 4 negatives, history 50
+(the config defaults). ``--one-class K`` trains only K fixed clients of the
+most populous shape class every round (one compiled chunk shape per side).
+``--quick`` = ``--one-class 128``, 2 timed rounds: a CPU check of the script
+under 2 minutes, not a figure to quote. The table goes to stdout, the figures
+to ``--out`` and, as one JSON object, to the last stdout line (top-level
+figures: the first model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+from _common import RoundTiming, median, rounded  # noqa: E402
+
+from feddmr_jax import config as config_lib  # noqa: E402
+from feddmr_jax.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
+from feddmr_jax.federated.parallel import ChunkData  # noqa: E402
+from feddmr_jax.federated.rounds import plan_round  # noqa: E402
+from feddmr_jax.timing import CompileWatch, enable_compilation_cache  # noqa: E402
+from feddmr_jax.train import Experiment, build_experiment  # noqa: E402
+
+# Named model configs: name -> function(base config) -> config to benchmark.
+MODEL_CONFIGS: dict[str, Callable[[RunConfig], RunConfig]] = {
+    "feddmr": lambda cfg: cfg,
+    # The light model until PFedRec is wired in: FedDMR without the attention
+    # layers (user embedding and item row straight into the MLP head).
+    "feddmr_no_attention": lambda cfg: _common.replace(cfg, model={"attention": False}),
+    # TODO(pfedrec): models/pfedrec.py has build_pfedrec and pfedrec_local_step,
+    # but build_experiment neither registers the model (models.MODELS) nor passes
+    # local_step=pfedrec_local_step(...) to build_algorithm. Once it does, add:
+    #   "pfedrec": lambda cfg: _common.replace(
+    #       cfg, train={"model": "pfedrec", "optimizer": "sgd", "mu": 0.0,
+    #                   "table_mean": "participants"}),
+}
+DEFAULT_MODELS = "feddmr,feddmr_no_attention"
+
+
+def base_config(args: argparse.Namespace) -> RunConfig:
+    data = DataConfig(dataset=args.dataset, data_dir=args.data_dir)
+    cfg = RunConfig(data=data, train=TrainConfig(clients_per_round=args.clients_per_round,
+                                                 checkpoint_every=0))
+    return _common.with_overrides(cfg, model=_common.parse_assignments(args.model_args),
+                                  train=_common.parse_assignments(args.train_args))
+
+
+def _rows(chunk: ChunkData, keep: np.ndarray) -> ChunkData:
+    return jax.tree.map(lambda x: x[keep], chunk)
+
+
+def loop_chunks(chunks: list[ChunkData], budget: int | None) -> tuple[list[ChunkData], float]:
+    """The real clients of ``chunks`` (padding removed), optionally about ``budget`` of them.
+
+    Returns:
+      ``(chunks, scale)``: the kept clients, and (total padded example slots of
+      all real clients) / (slots of the kept ones), 1.0 when all are kept.
+    """
+    real = [_rows(c, np.flatnonzero(c.client_mask)) for c in chunks]
+    total = sum(len(c.client_ids) for c in real)
+    if budget is None or budget >= total:
+        return real, 1.0
+    step = total / budget
+    kept, slots_all, slots_kept = [], 0, 0
+    for c in real:  # chunks are grouped by shape class: every class gets its share
+        n = len(c.client_ids)
+        take = np.unique(np.floor(np.arange(0, n, step)).astype(int))
+        kept.append(_rows(c, take))
+        slots_all += n * c.items.shape[1]
+        slots_kept += len(take) * c.items.shape[1]
+    return kept, slots_all / slots_kept
+
+
+def one_class_participants(exp: Experiment, count: int) -> tuple[np.ndarray, int]:
+    """The first ``count`` clients of the most populous shape class, and its width."""
+    widths, counts = np.unique(exp.planner.width, return_counts=True)
+    width = int(widths[np.argmax(counts)])
+    return np.flatnonzero(exp.planner.width == width)[:count].astype(np.int32), width
+
+
+def run_side(exp: Experiment, *, warmup: int, rounds: int, loop: bool,
+             loop_clients: int | None, one_class: int | None) -> dict:
+    """Warm-up rounds, then timed rounds of one experiment."""
+    fixed = one_class_participants(exp, one_class)[0] if one_class else None
+    state = exp.algorithm.init(exp.keys["init"])
+    jax.block_until_ready(state)
+    watch = CompileWatch()
+    timings: list[RoundTiming] = []
+    scale, kept = 1.0, None
+    first_round_s = 0.0
+    for r in range(1, warmup + rounds + 1):
+        if r == warmup + 1:
+            compile_s, compiles = watch.seconds, watch.compiles
+            watch.reset()
+        if loop:
+            participants = fixed if fixed is not None else _common.participants_of(exp, r)
+            t0 = time.perf_counter()
+            chunks = plan_round(exp.planner, participants, r)
+            t1 = time.perf_counter()
+            chunks, scale = loop_chunks(chunks, loop_clients)
+            kept = sum(len(c.client_ids) for c in chunks)
+            t2 = time.perf_counter()
+            state, stats = exp.algorithm.apply(state, chunks,
+                                               jax.random.fold_in(exp.keys["train"], r))
+            jax.block_until_ready((state.shared, state.private_store))
+            timing = RoundTiming(t1 - t0, (time.perf_counter() - t2) * scale, stats)
+        else:
+            state, timing = _common.timed_round(exp, state, r, participants=fixed)
+        if r <= warmup:
+            first_round_s += timing.total_s
+        else:
+            timings.append(timing)
+    plan_s = median([t.plan_s for t in timings])
+    train_s = median([t.train_s for t in timings])
+    total_s = median([t.total_s for t in timings])
+    return {"seconds_per_round": total_s, "plan_s": plan_s, "train_s": train_s,
+            "first_round_s": first_round_s, "compile_s": compile_s,
+            "compiles_in_warmup": compiles, "compiles_in_timed_rounds": watch.compiles,
+            "round_seconds": [rounded(t.total_s) for t in timings],
+            "clients_per_round": len(fixed) if fixed is not None else exp.clients_per_round,
+            "clients_timed": kept if loop else (len(fixed) if fixed is not None
+                                                else exp.clients_per_round),
+            "scale": scale, "train_loss": timings[-1].stats.train_loss}
+
+
+def bench_model(cfg: RunConfig, args: argparse.Namespace) -> dict:
+    engine_exp = build_experiment(cfg)
+    engine = run_side(engine_exp, warmup=args.warmup, rounds=args.rounds, loop=False,
+                      loop_clients=None, one_class=args.one_class)
+    split = engine_exp.split
+    result = {"users": split.num_users, "items": split.num_items,
+              "train_interactions": len(split.train),
+              "chunk_shapes": engine_exp.planner.chunk_shapes(), "engine": engine}
+    if args.one_class:
+        ids, width = one_class_participants(engine_exp, args.one_class)
+        result["one_class"] = {"width": width, "clients": len(ids),
+                               "clients_per_chunk": engine_exp.planner.clients_per_chunk[width]}
+    del engine_exp
+    if not args.skip_loop:
+        loop = run_side(build_experiment(cfg, sequential=True), warmup=args.warmup,
+                        rounds=args.rounds, loop=True, loop_clients=args.loop_clients,
+                        one_class=args.one_class)
+        result["loop"] = loop
+        result["speedup"] = loop["seconds_per_round"] / engine["seconds_per_round"]
+        result["train_speedup"] = loop["train_s"] / engine["train_s"]
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[1:]))
+    p.add_argument("--quick", action="store_true",
+                   help="--one-class 128 and 2 timed rounds (a CPU smoke check)")
+    p.add_argument("--models", default=DEFAULT_MODELS,
+                   help=f"comma-separated, from {', '.join(MODEL_CONFIGS)} "
+                        f"(default {DEFAULT_MODELS})")
+    p.add_argument("--dataset", default="ml-100k", help="dataset (default ml-100k)")
+    p.add_argument("--data-dir", default=_common.default_data_dir())
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds (default 3; quick 2)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (compilation)")
+    p.add_argument("--clients-per-round", type=int, default=None, help="default: all clients")
+    p.add_argument("--one-class", type=int, default=None, metavar="K",
+                   help="train only K fixed clients of the most populous shape class")
+    p.add_argument("--loop-clients", type=int, default=None,
+                   help="time the loop on about this many participants and scale")
+    p.add_argument("--skip-loop", action="store_true", help="engine only")
+    p.add_argument("--model-args", default="",
+                   help="model config overrides, e.g. 'dim=64,heads=4' (all models)")
+    p.add_argument("--train-args", default="",
+                   help="train config overrides, e.g. 'chunk_size=128,local_epochs=2'")
+    p.add_argument("--compile-cache", action="store_true",
+                   help="use the persistent compilation cache (compile_s then measures hits)")
+    p.add_argument("--out", default=_common.default_out("bench_round"))
+    args = p.parse_args()
+    args.rounds = args.rounds or (2 if args.quick else 3)
+    if args.quick and args.one_class is None:
+        args.one_class = 128
+    if args.warmup < 1 or args.rounds < 1:
+        p.error("--warmup and --rounds must be >= 1")
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in names if m not in MODEL_CONFIGS]
+    if unknown or not names:
+        p.error(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_CONFIGS)}")
+    cache = enable_compilation_cache() if args.compile_cache else None
+
+    base = base_config(args)
+    results, configs = {}, {}
+    for name in names:
+        cfg = MODEL_CONFIGS[name](base)
+        configs[name] = config_lib.to_dict(cfg)
+        print(f"[{name}] building and timing ...", file=sys.stderr, flush=True)
+        results[name] = bench_model(cfg, args)
+
+    rows = []
+    for name, res in results.items():
+        for side in ("engine", "loop"):
+            if side not in res:
+                continue
+            s = res[side]
+            rows.append([name, side, s["clients_timed"], s["compile_s"], s["first_round_s"],
+                         s["plan_s"], s["train_s"], s["seconds_per_round"],
+                         s["clients_per_round"] / s["seconds_per_round"],
+                         res.get("speedup") if side == "loop" else None])
+    _common.print_table(["model", "side", "clients timed", "compile s", "first round s",
+                         "plan s", "train s", "s/round", "clients/s", "speedup"], rows)
+    for name, res in results.items():
+        loop = res.get("loop")
+        if "one_class" in res:
+            oc = res["one_class"]
+            print(f"[{name}] only {oc['clients']} fixed clients of shape class N={oc['width']} "
+                  f"({oc['clients_per_chunk']} per chunk) of {res['users']} users")
+        if loop and loop["scale"] != 1.0:
+            print(f"[{name}] loop timed on {loop['clients_timed']} of "
+                  f"{loop['clients_per_round']} clients, train time scaled x{loop['scale']:.3g}")
+        if res["engine"]["compiles_in_timed_rounds"] or (loop and loop["compiles_in_timed_rounds"]):
+            print(f"[{name}] WARNING: compilations during timed rounds")
+        if "speedup" in res:
+            print(f"[{name}] loop / engine = {res['speedup']:.2f}x per round "
+                  f"({res['train_speedup']:.2f}x on training alone)")
+
+    head_name = names[0]
+    head = results[head_name]
+    figures = {
+        "benchmark": "bench_round",
+        "quick": args.quick,
+        "model": head_name,
+        "engine_seconds_per_round": rounded(head["engine"]["seconds_per_round"]),
+        "loop_seconds_per_round": rounded(head["loop"]["seconds_per_round"]) if "loop" in head else None,
+        "speedup": rounded(head["speedup"], 3) if "speedup" in head else None,
+        "train_speedup": rounded(head["train_speedup"], 3) if "speedup" in head else None,
+        "engine_compile_seconds": rounded(head["engine"]["compile_s"]),
+        "loop_compile_seconds": rounded(head["loop"]["compile_s"]) if "loop" in head else None,
+        **_common.device_info(),
+        "compile_cache": str(cache) if cache else None,
+        "timed_rounds": args.rounds, "warmup_rounds": args.warmup,
+        "one_class": args.one_class, "loop_clients": args.loop_clients,
+        "models": {name: _common.rounded_tree(res) for name, res in results.items()},
+        "config": configs[head_name],
+        "model_configs": {name: c["model"] for name, c in configs.items()},
+    }
+    _common.emit(figures, args.out)
+
+
+if __name__ == "__main__":
+    main()
