@@ -32,8 +32,13 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def default_data_dir() -> str:
-    """``$FEDDMR_DATA_DIR``, else ``../shared/data`` next to the checkout."""
-    return os.environ.get("FEDDMR_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+    """``$FEDDMR_DATA_DIR``, else ``shared/data`` next to the checkout (or inside it)."""
+    if "FEDDMR_DATA_DIR" in os.environ:
+        return os.environ["FEDDMR_DATA_DIR"]
+    for folder in (ROOT.parent / "shared" / "data", ROOT / "shared" / "data"):
+        if folder.is_dir():
+            return str(folder)
+    return str(ROOT.parent / "shared" / "data")
 
 
 def default_out(name: str) -> str:

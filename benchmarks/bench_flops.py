@@ -18,7 +18,8 @@ with every client in the round:
    and added ``length - 1`` more times (recursively for nested scans). A probe
    checks first whether this XLA already multiplies by trip counts (then no
    correction). The same total from the unoptimized HLO
-   (``Lowered.cost_analysis()``) is reported as a cross-check. FLOPs include the
+   (``Lowered.cost_analysis()``, no compile) is reported as a cross-check
+   (``--analysis lowered`` uses it alone: much cheaper). FLOPs include the
    padding the engine computes (padding clients and examples);
    ``example_fill`` is the share of example slots that are real.
 2. **Achieved FLOP/s** = FLOPs per round / median training seconds of a round
@@ -28,6 +29,10 @@ with every client in the round:
    the model's matmuls use; TF32 on recent NVIDIA GPUs) and at
    ``precision=HIGHEST`` (true f32). ``utilization = achieved / peak``.
 
+The chunk step compiled for the cost analysis is the same program the timed
+rounds compiled; a persistent compilation cache in a temporary folder (on by
+default, ``--no-compile-cache``) makes that second compile a cache hit.
+
 ``--quick``: FedDMR only, 64 fixed clients of ml-100k's most populous shape class
 (one chunk shape), 1 timed round, a shorter peak measurement (a CPU check).
 """
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,6 +61,7 @@ from feddmr_jax.federated.aggregation import init_accumulator  # noqa: E402
 from feddmr_jax.federated.client import gradient_step, make_client_update  # noqa: E402
 from feddmr_jax.federated.parallel import make_chunk_step  # noqa: E402
 from feddmr_jax.federated.rounds import plan_round  # noqa: E402
+from feddmr_jax.timing import enable_compilation_cache  # noqa: E402
 from feddmr_jax.train import (Experiment, build_client_optimizer, build_experiment,  # noqa: E402
                               build_loss)
 
@@ -112,8 +119,18 @@ def loop_corrected_flops(closed: ClosedJaxpr, top: float, compiled: bool,
     return total
 
 
-def round_flops(exp: Experiment, participants: np.ndarray, round_index: int) -> dict:
-    """XLA FLOPs of one round's chunk steps (summed over its chunks)."""
+def round_flops(exp: Experiment, participants: np.ndarray, round_index: int,
+                analyses: tuple[str, ...] = ("compiled", "lowered")) -> dict:
+    """XLA FLOPs of one round's chunk steps (summed over its chunks).
+
+    Args:
+      exp: the experiment.
+      participants: the round's clients.
+      round_index: seeds the round's negatives (shapes do not depend on it).
+      analyses: ``compiled`` (optimized HLO, one backend compile per chunk shape
+        and scan body) and/or ``lowered`` (unoptimized HLO, no compile); the
+        first one given is the headline ``flops``.
+    """
     cfg, t = exp.cfg, exp.cfg.train
     local_step = gradient_step(build_loss(exp.model, t), build_client_optimizer(t))
     client_update = make_client_update(local_step, local_epochs=t.local_epochs,
@@ -124,7 +141,7 @@ def round_flops(exp: Experiment, participants: np.ndarray, round_index: int) -> 
     state = exp.algorithm.init(exp.keys["init"])
     key = jax.random.fold_in(exp.keys["train"], round_index)
     chunks = plan_round(exp.planner, participants, round_index)
-    multiplies = {c: counts_trip_counts(c) for c in (True, False)}
+    multiplies = {a: counts_trip_counts(a == "compiled") for a in analyses}
     by_shape: dict[tuple, dict] = {}
     loops: list[str] = []
     for chunk in chunks:
@@ -135,22 +152,28 @@ def round_flops(exp: Experiment, participants: np.ndarray, round_index: int) -> 
             lowered = step.lower(*args)
             closed = jax.make_jaxpr(step)(*args)
             entry = {"chunks": 0}
-            for compiled, name in ((True, "flops"), (False, "flops_lowered")):
+            for a in analyses:
+                compiled = a == "compiled"
                 top = _xla_flops(lowered, compiled)
-                entry[name + "_uncorrected"] = top
-                entry[name] = (top if multiplies[compiled]
-                               else loop_corrected_flops(closed, top, compiled, loops))
+                entry[f"{a}_loops_once"] = top
+                entry[a] = (top if multiplies[a]
+                            else loop_corrected_flops(closed, top, compiled, loops))
             by_shape[shape] = entry
         by_shape[shape]["chunks"] += 1
     slots = sum(c.mask.size for c in chunks)
     real = sum(int(c.mask.sum()) for c in chunks)
-    out = {"chunk_shapes": {f"{c}x{n}": v for (c, n), v in by_shape.items()},
-           "example_fill": real / slots, "real_examples": real,
-           "xla_counts_trip_counts": multiplies[True],
-           "while_loops_counted_once": len(loops) // max(len(by_shape), 1)}
-    for name in ("flops", "flops_lowered", "flops_uncorrected"):
-        out[name + "_per_round"] = sum(v[name] * v["chunks"] for v in by_shape.values())
-    return out
+
+    def total(name):
+        return sum(v[name] * v["chunks"] for v in by_shape.values())
+
+    head = analyses[0]
+    return {"flops_per_round": total(head), "analysis": head,
+            "flops_lowered_per_round": total("lowered") if "lowered" in analyses else None,
+            "flops_loops_once_per_round": total(f"{head}_loops_once"),
+            "chunk_shapes": {f"{c}x{n}": v for (c, n), v in by_shape.items()},
+            "example_fill": real / slots, "real_examples": real,
+            "xla_counts_trip_counts": multiplies[head],
+            "while_loops_counted_once": len(loops) // max(len(by_shape) * len(analyses), 1)}
 
 
 # ---------------------------------------------------------------- peak
@@ -188,7 +211,7 @@ def bench_model(cfg, args: argparse.Namespace) -> dict:
             train_s.append(timing.train_s)
     participants = fixed if fixed is not None else _common.participants_of(exp, 1)
     t = time.perf_counter()
-    flops = round_flops(exp, participants, 1)
+    flops = round_flops(exp, participants, 1, tuple(args.analysis.split(",")))
     flops["cost_analysis_s"] = time.perf_counter() - t
     seconds = median(train_s)
     return {"clients_per_round": len(participants), "users": exp.split.num_users,
@@ -214,11 +237,20 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--model-args", default="", help="model config overrides (all models)")
     p.add_argument("--train-args", default="", help="train config overrides")
+    p.add_argument("--analysis", default="compiled,lowered",
+                   choices=["compiled,lowered", "compiled", "lowered", "lowered,compiled"],
+                   help="cost analysis of the compiled (optimized) and/or lowered HLO; "
+                        "the first is the headline (lowered alone compiles nothing extra)")
+    p.add_argument("--no-compile-cache", action="store_true",
+                   help="no temporary persistent compilation cache")
     p.add_argument("--matmul-n", type=int, default=2048, help="size of the peak matmul")
     p.add_argument("--peak-seconds", type=float, default=None,
                    help="seconds per peak measurement (default 3; quick 1)")
-    p.add_argument("--out", default=_common.default_out("bench_flops"))
+    p.add_argument("--out", default=None,
+                   help="JSON path (default benchmarks/results/bench_flops.json; "
+                        "quick: bench_flops_quick.json)")
     args = p.parse_args()
+    args.out = args.out or _common.default_out("bench_flops" + ("_quick" if args.quick else ""))
     args.models = args.models or ("feddmr" if args.quick else DEFAULT_MODELS)
     args.rounds = args.rounds or (1 if args.quick else 2)
     args.peak_seconds = args.peak_seconds or (1.0 if args.quick else 3.0)
@@ -229,6 +261,10 @@ def main() -> None:
     if unknown or not names:
         p.error(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_CONFIGS)}")
 
+    cache_dir = None
+    if not args.no_compile_cache:
+        cache_dir = tempfile.TemporaryDirectory(prefix="bench_flops_xla_")
+        enable_compilation_cache(cache_dir.name)
     print("measuring the matmul peak ...", file=sys.stderr, flush=True)
     peak = {"default": matmul_peak(args.matmul_n, args.peak_seconds),
             "highest": matmul_peak(args.matmul_n, args.peak_seconds,
@@ -245,10 +281,11 @@ def main() -> None:
         results[name] = res
 
     rows = [[name, r["clients_per_round"], r["flops_per_round"], r["flops_lowered_per_round"],
-             r["flops_uncorrected_per_round"], r["example_fill"], r["train_s"],
+             r["flops_loops_once_per_round"], r["example_fill"], r["train_s"],
              r["achieved_flops_per_s"], r["utilization"]] for name, r in results.items()]
-    _common.print_table(["model", "clients", "FLOPs/round", "(unoptimized HLO)",
-                         "(loops once)", "example fill", "train s", "FLOP/s", "utilization"],
+    _common.print_table(["model", "clients", f"FLOPs/round ({args.analysis.split(',')[0]})",
+                         "(lowered HLO)", "(loops once)", "example fill", "train s", "FLOP/s",
+                         "utilization"],
                         rows)
     print(f"peak {args.matmul_n}^2 f32 matmul: {peak['default']:.3e} FLOP/s default precision, "
           f"{peak['highest']:.3e} FLOP/s precision=HIGHEST")
@@ -265,13 +302,15 @@ def main() -> None:
         "peak_flops_per_s": rounded(peak["default"]),
         "peak_flops_per_s_f32_highest": rounded(peak["highest"]),
         "utilization": rounded(head["utilization"], 3),
-        "matmul_n": args.matmul_n,
+        "analysis": args.analysis.split(",")[0], "matmul_n": args.matmul_n,
         **_common.device_info(),
         "one_class": args.one_class, "timed_rounds": args.rounds,
         "models": {name: _common.rounded_tree(r) for name, r in results.items()},
         "config": configs[names[0]],
     }
     _common.emit(figures, args.out)
+    if cache_dir is not None:
+        cache_dir.cleanup()
 
 
 if __name__ == "__main__":

@@ -136,11 +136,13 @@ def run_side(exp: Experiment, *, warmup: int, rounds: int, loop: bool,
             state, stats = exp.algorithm.apply(state, chunks,
                                                jax.random.fold_in(exp.keys["train"], r))
             jax.block_until_ready((state.shared, state.private_store))
-            timing = RoundTiming(t1 - t0, (time.perf_counter() - t2) * scale, stats)
+            raw_train_s = time.perf_counter() - t2
+            timing = RoundTiming(t1 - t0, raw_train_s * scale, stats)
         else:
             state, timing = _common.timed_round(exp, state, r, participants=fixed)
-        if r <= warmup:
-            first_round_s += timing.total_s
+            raw_train_s = timing.train_s
+        if r <= warmup:  # as measured (compilation does not scale with clients)
+            first_round_s += timing.plan_s + raw_train_s
         else:
             timings.append(timing)
     plan_s = median([t.plan_s for t in timings])
@@ -204,8 +206,11 @@ def main() -> None:
                    help="train config overrides, e.g. 'chunk_size=128,local_epochs=2'")
     p.add_argument("--compile-cache", action="store_true",
                    help="use the persistent compilation cache (compile_s then measures hits)")
-    p.add_argument("--out", default=_common.default_out("bench_round"))
+    p.add_argument("--out", default=None,
+                   help="JSON path (default benchmarks/results/bench_round.json; "
+                        "quick: bench_round_quick.json)")
     args = p.parse_args()
+    args.out = args.out or _common.default_out("bench_round" + ("_quick" if args.quick else ""))
     args.rounds = args.rounds or (2 if args.quick else 3)
     if args.quick and args.one_class is None:
         args.one_class = 128
@@ -254,16 +259,17 @@ def main() -> None:
 
     head_name = names[0]
     head = results[head_name]
+    loop = head.get("loop")
     figures = {
         "benchmark": "bench_round",
         "quick": args.quick,
         "model": head_name,
         "engine_seconds_per_round": rounded(head["engine"]["seconds_per_round"]),
-        "loop_seconds_per_round": rounded(head["loop"]["seconds_per_round"]) if "loop" in head else None,
-        "speedup": rounded(head["speedup"], 3) if "speedup" in head else None,
-        "train_speedup": rounded(head["train_speedup"], 3) if "speedup" in head else None,
+        "loop_seconds_per_round": rounded(loop["seconds_per_round"]) if loop else None,
+        "speedup": rounded(head["speedup"], 3) if loop else None,
+        "train_speedup": rounded(head["train_speedup"], 3) if loop else None,
         "engine_compile_seconds": rounded(head["engine"]["compile_s"]),
-        "loop_compile_seconds": rounded(head["loop"]["compile_s"]) if "loop" in head else None,
+        "loop_compile_seconds": rounded(loop["compile_s"]) if loop else None,
         **_common.device_info(),
         "compile_cache": str(cache) if cache else None,
         "timed_rounds": args.rounds, "warmup_rounds": args.warmup,

@@ -24,7 +24,7 @@ Per size: ``--warmup`` untimed rounds (compilation), then ``--rounds`` timed
 rounds; the median round (host planning + training + aggregation) is reported.
 Memory flatness: the ratio of peak memory between the largest and the smallest
 size, next to the ratio of sizes, and the marginal MB per 1,000 clients.
-``--quick``: 10^3 and 10^4 clients over 1,000 items (fewer shape classes, so
+``--quick``: 10^3 and 10^4 clients over 500 items (fewer shape classes, so
 fewer compilations), attention off, 1 timed round: a CPU check of the script.
 """
 
@@ -44,7 +44,7 @@ from _common import median, rounded  # noqa: E402
 DEFAULT_SIZES = "10000,100000,1000000"
 QUICK_SIZES = "1000,10000"
 QUICK_MODEL_ARGS = "attention=false"
-QUICK_ITEMS = 1000
+QUICK_ITEMS = 500
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -74,11 +74,12 @@ def child(args: argparse.Namespace) -> dict:
     reset = _common.reset_peak_rss()
 
     watch = CompileWatch()
-    timings, first_round_s, compile_s, warmup_peak = [], 0.0, 0.0, None
+    timings, first_round_s, compile_s, warmup_peak, timed_start_rss = [], 0.0, 0.0, None, None
     for r in range(1, args.warmup + args.rounds + 1):
         if r == args.warmup + 1:
             compile_s = watch.seconds
             watch.reset()
+            timed_start_rss = _common.proc_status_mb("VmRSS")
             if reset:
                 warmup_peak = _common.proc_status_mb("VmHWM")
                 _common.reset_peak_rss()
@@ -105,11 +106,13 @@ def child(args: argparse.Namespace) -> dict:
         "compiles_in_timed_rounds": watch.compiles,
         "build_s": build_s,
         "start_rss_mb": rss_start, "build_rss_mb": build_rss, "build_peak_rss_mb": build_peak,
-        "warmup_peak_rss_mb": warmup_peak, "round_peak_rss_mb": round_peak,
+        "warmup_peak_rss_mb": warmup_peak, "timed_start_rss_mb": timed_start_rss,
+        "round_peak_rss_mb": round_peak,
         "peak_rss_mb": max(x for x in (build_peak, warmup_peak, round_peak) if x is not None),
         **_common.device_memory_mb(),
         "train_loss": timings[-1].stats.train_loss,
         "config": config_lib.to_dict(cfg),
+        "device_info": _common.device_info(),
     }
 
 
@@ -142,9 +145,8 @@ def flatness(results: list[dict]) -> dict:
            "peak_rss_mb_per_1k_clients": 1000 * (hi["peak_rss_mb"] - lo["peak_rss_mb"])
            / (hi["clients"] - lo["clients"])}
     if lo.get("round_peak_rss_mb") and hi.get("round_peak_rss_mb"):
-        extra_lo = lo["round_peak_rss_mb"] - lo["build_rss_mb"]
-        extra_hi = hi["round_peak_rss_mb"] - hi["build_rss_mb"]
-        out["round_extra_mb"] = [rounded(extra_lo), rounded(extra_hi)]
+        out["round_extra_mb"] = [rounded(r["round_peak_rss_mb"] - r["timed_start_rss_mb"])
+                                 for r in (lo, hi)]
     if lo.get("device_peak_mb") and hi.get("device_peak_mb"):
         out["device_peak_ratio"] = hi["device_peak_mb"] / lo["device_peak_mb"]
     return {k: rounded(v, 3) if isinstance(v, float) else v for k, v in out.items()}
@@ -171,9 +173,12 @@ def main() -> None:
                    help="train config overrides, e.g. 'chunk_size=128,clients_per_round=10000'")
     p.add_argument("--size-timeout", type=float, default=None,
                    help="seconds allowed per size (default: none)")
-    p.add_argument("--out", default=_common.default_out("bench_scale"))
+    p.add_argument("--out", default=None,
+                   help="JSON path (default benchmarks/results/bench_scale.json; "
+                        "quick: bench_scale_quick.json)")
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.out = args.out or _common.default_out("bench_scale" + ("_quick" if args.quick else ""))
     args.rounds = args.rounds or (1 if args.quick else 2)
     args.items = args.items or (QUICK_ITEMS if args.quick else 50_000)
     if args.model_args is None:
@@ -186,7 +191,10 @@ def main() -> None:
     sizes = [int(float(s)) for s in (args.sizes or (QUICK_SIZES if args.quick
                                                    else DEFAULT_SIZES)).split(",") if s.strip()]
 
-    results = [run_size(n, args) for n in sorted(sizes)]
+    results = []
+    for n in sorted(sizes):  # the file is rewritten after each size (partial results survive)
+        results.append(run_size(n, args))
+        _write(figures_of(results, args), args.out)
     rows = []
     for r in results:
         if "error" in r:
@@ -203,30 +211,40 @@ def main() -> None:
     if flat:
         print(f"memory: peak RSS x{flat['peak_rss_ratio']} for x{flat['size_ratio']:g} clients "
               f"({flat['peak_rss_mb_per_1k_clients']} MB per 1,000 clients)"
-              + (f"; steady-round peak above the build: {flat['round_extra_mb']} MB"
+              + (f"; timed-round peak above the RSS at their start: {flat['round_extra_mb']} MB"
                  if "round_extra_mb" in flat else ""))
     for r in results:
         if r.get("compiles_in_timed_rounds"):
             print(f"[{r['clients']} clients] WARNING: compilations during timed rounds")
+    _common.emit(figures_of(results, args), args.out)
 
+
+def figures_of(results: list[dict], args: argparse.Namespace) -> dict:
     ok = [r for r in results if "error" not in r]
-    config = ok[0]["config"] if ok else None
-    figures = {
+    # Device facts come from a child: the parent never starts a JAX backend (on a
+    # GPU it would reserve memory the children need).
+    device = ok[0]["device_info"] if ok else {}
+    return {
         "benchmark": "bench_scale",
         "quick": args.quick,
-        **_common.device_info(),
+        **device,
         "items_requested": args.items, "interactions": args.interactions,
         "model_args": args.model_args, "train_args": args.train_args,
         "timed_rounds": args.rounds, "warmup_rounds": args.warmup,
         "sizes": [_compact(r) for r in results],
-        "memory_flatness": flat,
-        "config": config,
+        "memory_flatness": flatness(results),
+        "config": ok[0]["config"] if ok else None,
     }
-    _common.emit(figures, args.out)
+
+
+def _write(figures: dict, out: str) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(figures, indent=2) + "\n")
 
 
 def _compact(r: dict) -> dict:
-    return _common.rounded_tree({k: v for k, v in r.items() if k != "config"})
+    return _common.rounded_tree({k: v for k, v in r.items()
+                                 if k not in ("config", "device_info")})
 
 
 if __name__ == "__main__":
