@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from feddmr_jax.federated.aggregation import (Accumulator, accumulate, client_weights,
                                               is_finite)
@@ -193,7 +194,10 @@ def make_sequential_step(client_update: ClientUpdate, *, sparse: bool, num_items
     def run(global_shared, private_store, acc, chunk: ChunkData, round_key):
         keys = _client_keys(round_key, chunk.client_ids)
         loss_sum = jnp.zeros((), jnp.float32)
+        real = np.asarray(chunk.client_mask)
         for c in range(chunk.client_ids.shape[0]):
+            if not real[c]:
+                continue                       # padding: a per-client loop has none
             row = jax.tree.map(lambda x: x[c], chunk)
             private = jax.tree.map(lambda s: s[row.client_ids], private_store)
             out = client_fn(global_shared, private, row, keys[c])
