@@ -16,15 +16,17 @@ _DEFAULT_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _compilation_cache(tmp_path_factory):
-    """A per-session persistent compilation cache.
+def _compilation_cache():
+    """JAX's persistent compilation cache, as the CLI uses it.
 
     Every test builds its engine afresh (new closures, so JAX's in-memory cache
-    misses); identical programs then hit this cache instead of recompiling.
+    misses); identical programs then load from this cache instead of being
+    compiled again, within a run and across runs on the same machine.
+    ``FEDDMR_COMPILE_CACHE`` chooses the folder (``off`` disables it).
     """
     from feddmr_jax.timing import enable_compilation_cache
 
-    enable_compilation_cache(tmp_path_factory.mktemp("xla_cache"))
+    enable_compilation_cache()
 
 
 @pytest.fixture(scope="session")

@@ -72,7 +72,7 @@ def test_different_seed_differs(vmap_run):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_sparse_equals_dense(optimizer):
     """Gathered local rows + scatter-added row deltas == full tables (mu > 0)."""
-    cfg = tiny_config(optimizer=optimizer, mu=0.1, lr=0.05, local_epochs=2)
+    cfg = tiny_config(optimizer=optimizer, mu=0.1, local_epochs=2)
     _, sparse, _ = _run(cfg, 2)
     _, dense, _ = _run(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, sparse=False)), 2)
     assert max_abs_diff(sparse.shared, dense.shared) < 1e-5

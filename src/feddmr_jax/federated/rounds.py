@@ -2,7 +2,7 @@
 
 Every client is assigned once, from its number of training positives, to a
 **shape class**: the padded example count ``N`` of its row (positives + fresh
-negatives), a power of two up to the batch size, then a power-of-two multiple of
+negatives), a power of two from 32 up to the batch size, then a power-of-two multiple of
 the batch size. Clients of one class are cut into chunks of a class-specific
 number of clients so that a chunk holds at most ``chunk_size * batch_size``
 example slots (bounded memory), and never more clients than the class has
@@ -26,6 +26,9 @@ from feddmr_jax.data.types import TrainCSR
 from feddmr_jax.federated.parallel import ChunkData
 
 
+MIN_WIDTH = 32
+
+
 def _pow2_ceil(x: np.ndarray) -> np.ndarray:
     x = np.maximum(np.asarray(x, np.int64), 1)
     return (1 << np.ceil(np.log2(x)).astype(np.int64)).astype(np.int64)
@@ -34,7 +37,8 @@ def _pow2_ceil(x: np.ndarray) -> np.ndarray:
 def example_width(lengths: np.ndarray, num_negatives: int, batch_size: int) -> np.ndarray:
     """Padded example count ``N`` of each client's row (its shape class)."""
     examples = np.asarray(lengths, np.int64) * (1 + num_negatives)
-    small = np.minimum(_pow2_ceil(examples), batch_size)
+    # Below MIN_WIDTH slots a separate compiled program costs more than the padding.
+    small = np.minimum(np.maximum(_pow2_ceil(examples), MIN_WIDTH), batch_size)
     steps = _pow2_ceil(-(-examples // batch_size))
     return np.where(examples <= batch_size, small, steps * batch_size).astype(np.int64)
 
