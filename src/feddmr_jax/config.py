@@ -42,9 +42,9 @@ class DataConfig:
     split: str = "loo"                  # loo (leave-one-out) or ratio (80/10/10 by time)
     eval_negatives: int = 99            # sampled negatives per user (loo)
     eval_seed: int = 0                  # seed of the fixed evaluation negatives
-    synthetic_users: int = 600          # synthetic dataset: users
-    synthetic_items: int = 400          # synthetic dataset: items
-    synthetic_interactions: float = 20.0  # synthetic dataset: mean interactions per user
+    synthetic_users: int = 300          # synthetic dataset: users
+    synthetic_items: int = 500          # synthetic dataset: items
+    synthetic_interactions: float = 15.0  # synthetic dataset: mean interactions per user
     synthetic_seed: int = 0             # synthetic dataset: generator seed
 
     def load_options(self) -> dict:
