@@ -86,3 +86,27 @@ def test_config_file_errors_name_the_key(tmp_path):
         apply_overrides(RunConfig(), {"train": {"rounds": "ten"}})
     cfg = load_config_file(_tiny_toml(tmp_path))
     assert cfg.train.rounds == 5 and cfg.data.synthetic_users == 30
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[train\nrounds = 3", "is not valid TOML"),
+    ("[train]\nroundz = 3\n", "unknown key train.roundz"),
+    ("[optim]\nlr = 1.0\n", "unknown section [optim]"),
+])
+def test_bad_config_files_are_one_line_exit_2(content, message, tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text(content)
+    rc = cli.main(["train", "--config", str(path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert message in err and str(path) in err and "Traceback" not in err
+
+
+def test_unreadable_config_file(tmp_path, capsys):
+    """A path that cannot be read as a file (here: a folder) is a one-line error."""
+    folder = tmp_path / "conf.toml"
+    folder.mkdir()
+    rc = cli.main(["train", "--config", str(folder), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "cannot read config file" in err and "Traceback" not in err
