@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import jax
-import numpy as np
 import optax
 
 from feddmr_jax import config as config_lib
@@ -97,6 +96,8 @@ def build_experiment(cfg: RunConfig, *, extra_terms: Mapping[str, LossTerm] | No
     val_set, test_set = build_eval_sets(split, num_negatives=cfg.data.eval_negatives,
                                         seed=cfg.data.eval_seed)
     model = build_model(t.model, cfg.model, split.num_items)
+    count = participants_per_round(split.num_users, count=t.clients_per_round,
+                                   fraction=t.client_fraction)
     algorithm = build_algorithm(
         model, build_loss(model, t, extra_terms), num_clients=split.num_users,
         num_items=split.num_items, client_optimizer=build_client_optimizer(t),
@@ -104,15 +105,12 @@ def build_experiment(cfg: RunConfig, *, extra_terms: Mapping[str, LossTerm] | No
         batch_size=t.batch_size, sparse=t.sparse, weighting=t.weighting, table_mean=t.table_mean,
         sequential=sequential, dropout_keys=cfg.model.dropout > 0,
         aggregator=t.aggregator, clip_norm=t.clip_norm, trim_fraction=t.trim_fraction,
-        max_participants=participants_per_round(split.num_users, count=t.clients_per_round,
-                                                fraction=t.client_fraction))
+        max_participants=count)
     planner = build_planner(train_csr(split), positives_csr(split),
                             history_len=model.history_len, num_negatives=t.num_negatives,
                             batch_size=t.batch_size, chunk_size=t.chunk_size, seed=t.seed)
     names = ("init", "sample", "train")
     keys = dict(zip(names, jax.random.split(jax.random.key(t.seed), len(names))))
-    count = participants_per_round(split.num_users, count=t.clients_per_round,
-                                   fraction=t.client_fraction)
     return Experiment(cfg, split, model, algorithm, planner, val_set, test_set,
                       make_scorer(model), count, keys)
 
