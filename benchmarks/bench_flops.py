@@ -8,9 +8,8 @@ Usage::
 For each model config (the names of ``bench_round.py``), on ml-100k by default
 with every client in the round:
 
-1. **FLOPs per round.** The chunk step is rebuilt as ``build_algorithm`` builds
-   it (``make_chunk_step(make_client_update(gradient_step(build_loss(...),
-   optimizer), ...))``, plain mean aggregation), lowered and compiled for each
+1. **FLOPs per round.** The experiment's own chunk step
+   (``exp.algorithm.chunk_step``, as a round runs it), lowered and compiled for each
    distinct chunk shape of the round, and ``cost_analysis()["flops"]`` is summed
    over the round's chunks. XLA's HLO cost analysis counts the body of a while
    loop **once**; the client update runs ``lax.scan`` over epochs and minibatch
@@ -58,12 +57,9 @@ from bench_round import (DEFAULT_MODELS, MODEL_CONFIGS, base_config,  # noqa: E4
 
 from feddmr_jax import config as config_lib  # noqa: E402
 from feddmr_jax.federated.aggregation import init_accumulator  # noqa: E402
-from feddmr_jax.federated.client import gradient_step, make_client_update  # noqa: E402
-from feddmr_jax.federated.parallel import make_chunk_step  # noqa: E402
 from feddmr_jax.federated.rounds import plan_round  # noqa: E402
 from feddmr_jax.timing import enable_compilation_cache  # noqa: E402
-from feddmr_jax.train import (Experiment, build_client_optimizer, build_experiment,  # noqa: E402
-                              build_loss)
+from feddmr_jax.train import Experiment, build_experiment  # noqa: E402
 
 
 # ---------------------------------------------------------------- XLA FLOPs
@@ -131,13 +127,7 @@ def round_flops(exp: Experiment, participants: np.ndarray, round_index: int,
         and scan body) and/or ``lowered`` (unoptimized HLO, no compile); the
         first one given is the headline ``flops``.
     """
-    cfg, t = exp.cfg, exp.cfg.train
-    local_step = gradient_step(build_loss(exp.model, t), build_client_optimizer(t))
-    client_update = make_client_update(local_step, local_epochs=t.local_epochs,
-                                       batch_size=t.batch_size,
-                                       dropout_keys=cfg.model.dropout > 0)
-    step = make_chunk_step(client_update, sparse=t.sparse, num_items=exp.split.num_items,
-                           weighting=t.weighting)
+    step = exp.algorithm.chunk_step
     state = exp.algorithm.init(exp.keys["init"])
     key = jax.random.fold_in(exp.keys["train"], round_index)
     chunks = plan_round(exp.planner, participants, round_index)

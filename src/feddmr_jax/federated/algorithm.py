@@ -51,8 +51,13 @@ class RoundStats(NamedTuple):
 
 
 class FederatedAlgorithm(NamedTuple):
+    """``init``/``apply`` plus the jitted chunk step ``apply`` calls (for
+    benchmarks that lower it: ``chunk_step.lower(...)``; in sequential mode it
+    is the per-client loop)."""
+
     init: Callable[[Array], FedState]
     apply: Callable[[FedState, Sequence[ChunkData], Array], tuple[FedState, RoundStats]]
+    chunk_step: Callable
 
 
 def init_private_store(model: Model, key: Array, num_clients: int) -> Leaves:
@@ -138,4 +143,4 @@ def build_algorithm(model: Model, loss_fn: LossFn | None = None, *, num_clients:
                            accepted=accepted, dropped=int(acc.dropped))
         return FedState(shared, opt_state, store), stats
 
-    return FederatedAlgorithm(init, apply)
+    return FederatedAlgorithm(init, apply, chunk_step)
