@@ -39,7 +39,9 @@ _TRAIN_FLAGS = {
     "--data-dir": ("data", "data_dir", str, "folder with the dataset files"),
     "--data-path": ("data", "data_path", str, "file for amazon-video / csv"),
     "--split": ("data", "split", str, "loo or ratio"),
-    "--model": ("train", "model", str, "model name (feddmr)"),
+    "--model": ("train", "model", str,
+                "feddmr, fedmf, fedncf, pfedrec or fedrap (its reference [train] values "
+                "are the defaults: see feddmr_jax/methods.py)"),
     "--rounds": ("train", "rounds", int, "communication rounds"),
     "--local-epochs": ("train", "local_epochs", int, "local epochs per round"),
     "--batch-size": ("train", "batch_size", int, "local minibatch size"),
@@ -59,6 +61,7 @@ _TRAIN_FLAGS = {
     "--clip-norm": ("train", "clip_norm", float, "clipped_mean: L2 bound of each upload"),
     "--trim-fraction": ("train", "trim_fraction", float, "trimmed_mean: fraction per end"),
     "--chunk-size": ("train", "chunk_size", int, "clients per chunk (bounds memory)"),
+    "--devices": ("train", "devices", int, "devices the clients are split over (default: all)"),
     "--dense": ("train", "sparse", bool, "train on full item tables (reference mode)"),
     "--eval-every": ("train", "eval_every", int, "evaluate every k rounds"),
     "--patience": ("train", "patience", int, "early stopping patience (evaluations)"),
@@ -79,6 +82,22 @@ _TRAIN_FLAGS = {
     "--dropout": ("train", "client_dropout", float,
                   "fraction of sampled clients that never report"),
     "--no-attention": ("model", "attention", bool, "ablation: no attention layers"),
+    "--init-scale": ("model", "init_scale", float, "std of the embedding initializers"),
+    "--lr-eta": ("model", "lr_eta", float, "pfedrec: item lr = lr * items * lr_eta"),
+    "--lam": ("model", "lam", float, "fedrap: weight of the personality-commonality distance"),
+    "--dp-clip": ("train", "dp_clip", float,
+                  "user-level DP-FedAvg: L2 clip norm of each client's whole update"),
+    "--dp-noise": ("train", "dp_noise", float,
+                   "DP noise multiplier z (noise std z * clip on the sum of updates)"),
+    "--dp-delta": ("train", "dp_delta", float,
+                   "DP delta (default 1 / (10 * users); must be < 1 / users)"),
+    "--dp-accountant": ("train", "dp_accountant", str, "privacy accountant: rdp or pld"),
+    "--secure-agg": ("train", "secure_agg", bool,
+                     "simulated secure aggregation (pairwise-masked dense uploads)"),
+    "--secure-agg-neighbors": ("train", "secure_agg_neighbors", int,
+                               "mask partners per client (even; 0 = all participants)"),
+    "--secure-agg-bits": ("train", "secure_agg_bits", int,
+                          "fixed-point fractional bits of masked uploads (default 20)"),
 }
 
 
@@ -86,9 +105,9 @@ def _train_config(args: argparse.Namespace):
     """Config file (if any) with the given flags on top."""
     from feddmr_jax import config as config_lib
 
-    cfg = (config_lib.load_config_file(args.config) if args.config
-           else config_lib.RunConfig())
+    raw = config_lib.read_config_file(args.config) if args.config else {}
     overrides: dict[str, dict] = {}
+    given = []
     for flag, (section, key, typ, _) in _TRAIN_FLAGS.items():
         value = getattr(args, f"{section}__{key}")
         if value is None:
@@ -96,9 +115,40 @@ def _train_config(args: argparse.Namespace):
         if flag == "--dense" or flag == "--no-attention":
             value = False
         overrides.setdefault(section, {})[key] = value
-    cfg = config_lib.apply_overrides(cfg, overrides, source="command line")
+        given.append(flag)
+    file_train = raw.get("train", {}) if isinstance(raw.get("train", {}), dict) else {}
+    _check_flags_apply(given, overrides.get("train", {}).get("model")
+                       or file_train.get("model") or config_lib.RunConfig().train.model)
+    merged = {section: dict(values) for section, values in raw.items()}
+    for section, values in overrides.items():
+        if not isinstance(merged.get(section, {}), dict):
+            raise FeddmrError(f"{args.config}: [{section}] must be a table")
+        merged.setdefault(section, {}).update(values)
+    source = ("command line" if not args.config
+              else f"{args.config} (with the command line)" if given else str(args.config))
+    cfg = config_lib.build_config(merged, source)
     cfg.validate()
     return cfg
+
+
+def _check_flags_apply(flags: list[str], model: object) -> None:
+    """Model-specific flags, and [train] flags the model ignores, are errors."""
+    import dataclasses
+
+    from feddmr_jax.methods import get_method
+
+    if not isinstance(model, str):
+        return                                 # reported by the config builder
+    method = get_method(model)
+    keys = [f.name for f in dataclasses.fields(method.config)]
+    for flag in flags:
+        section, key = _TRAIN_FLAGS[flag][:2]
+        if section == "model" and key not in keys:
+            raise FeddmrError(f"{flag} does not apply to --model {model} "
+                              f"(its [model] keys: {', '.join(keys)})")
+        if section == "train" and key in method.unused_train:
+            raise FeddmrError(f"{flag} does not apply to --model {model}: its learning "
+                              f"rates are [model] fields ({', '.join(keys)})")
 
 
 def _clear_run(out) -> None:

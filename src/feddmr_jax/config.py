@@ -11,11 +11,20 @@ A config file has one table per section::
     heads = 4
 
     [train]
+    model = "feddmr"
     rounds = 100
     mu = 0.01
 
 Flags given on the command line override the file. Unknown sections or keys,
 and values of the wrong type, are errors that name the key.
+
+The ``[model]`` section is typed by ``train.model``: each model has its own
+config dataclass (``feddmr_jax.models.MODEL_CONFIGS``), and a key that model
+does not have is an error naming the key and the model. A config built from
+a file or the command line (:func:`build_config`) starts from the chosen
+method's reference ``[train]`` values (``feddmr_jax.methods``) for the keys it
+does not set. ``config.json`` records ``train.model`` with every value, so
+:func:`from_dict` rebuilds the same config.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from feddmr_jax.errors import ConfigError
+from feddmr_jax.models import ModelConfig, model_config_class, model_name_of
 from feddmr_jax.models.feddmr import FedDMRConfig
 
 if sys.version_info >= (3, 11):
@@ -57,7 +67,7 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    model: str = "feddmr"               # model name (see feddmr_jax.models.MODELS)
+    model: str = "feddmr"               # model name (feddmr_jax.methods.METHODS); types [model]
     rounds: int = 20                    # communication rounds
     local_epochs: int = 1               # local epochs per round
     batch_size: int = 256               # local minibatch size
@@ -77,6 +87,8 @@ class TrainConfig:
     trim_fraction: float = 0.1          # trimmed_mean: fraction trimmed at each end
     chunk_size: int = 64                # clients per chunk (x batch_size bounds chunk memory)
     sparse: bool = True                 # train on gathered item rows (False: full tables)
+    max_private_gb: float = 4.0         # refuse a private store (all clients) above this many GiB
+    devices: int | None = None          # devices the client axis is split over (None: all)
     eval_every: int = 1                 # evaluate every k rounds (and at the last round)
     patience: int | None = None         # stop after this many evaluations without improvement
     select_metric: str = "hr@10"        # validation metric for model selection
@@ -87,9 +99,19 @@ class TrainConfig:
     client_dropout: float = 0.0         # fault injection: fraction of sampled clients never reporting
     checkpoint_every: int = 10          # save a checkpoint every k rounds (0: only on SIGINT/SIGTERM)
     keep_checkpoints: int = 3           # how many of the newest checkpoints to keep
+    dp_clip: float | None = None        # user-level DP-FedAvg: L2 clip of each client's whole update (None: off)
+    dp_noise: float = 0.0               # DP noise multiplier z: N(0, (z * dp_clip)^2) on the sum (0: no guarantee)
+    dp_delta: float | None = None       # DP delta; None = 1 / (10 * number of users); must be < 1 / users
+    dp_accountant: str = "rdp"          # privacy accountant: rdp or pld (docs/privacy.md)
+    secure_agg: bool = False            # simulated secure aggregation: pairwise-masked dense uploads
+    secure_agg_neighbors: int = 8       # mask partners per client (even; 0 = every other participant)
+    secure_agg_bits: int = 20           # fixed-point fractional bits; sums must stay in +-2^(31-bits)
 
     def validate(self) -> None:
-        positive = ("rounds", "local_epochs", "batch_size", "chunk_size", "eval_every")
+        positive = ("rounds", "local_epochs", "batch_size", "chunk_size", "eval_every",
+                    "max_private_gb")
+        if self.devices is not None and self.devices < 1:
+            raise ConfigError(f"train.devices must be >= 1, got {self.devices}")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
@@ -127,6 +149,46 @@ class TrainConfig:
             raise ConfigError(f"train.clients_per_round must be >= 1, got {self.clients_per_round}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"train.patience must be >= 1, got {self.patience}")
+        self._validate_privacy()
+
+    def _validate_privacy(self) -> None:
+        """DP-FedAvg and secure aggregation options (docs/privacy.md)."""
+        if self.dp_clip is not None and not self.dp_clip > 0:
+            raise ConfigError(f"train.dp_clip must be positive, got {self.dp_clip}")
+        if self.dp_noise < 0:
+            raise ConfigError(f"train.dp_noise must be >= 0, got {self.dp_noise}")
+        if self.dp_delta is not None and not 0 < self.dp_delta < 1:
+            raise ConfigError(f"train.dp_delta must be in (0, 1), got {self.dp_delta}")
+        if self.dp_accountant not in ("rdp", "pld"):
+            raise ConfigError(f"train.dp_accountant must be rdp or pld, got {self.dp_accountant!r}")
+        if self.dp_clip is None:
+            for name, unset in (("dp_noise", 0.0), ("dp_delta", None)):
+                if getattr(self, name) != unset:
+                    raise ConfigError(f"train.{name} needs train.dp_clip (DP-FedAvg is on "
+                                      "only with a clip norm, --dp-clip)")
+        else:
+            if self.aggregator != "mean":
+                raise ConfigError(f"train.aggregator={self.aggregator!r} cannot be used with DP "
+                                  "(train.dp_clip): DP-FedAvg is its own aggregator (clipped "
+                                  "sum + noise); set train.aggregator='mean'")
+            if self.weighting != "uniform":
+                raise ConfigError(f"train.weighting={self.weighting!r} cannot be used with DP "
+                                  "(train.dp_clip): one user's weight must be bounded; set "
+                                  "train.weighting='uniform'")
+            if self.table_mean != "participants":
+                raise ConfigError(f"train.table_mean={self.table_mean!r} cannot be used with DP "
+                                  "(train.dp_clip): 'touched' divides each item row by how many "
+                                  "clients used it, a data-dependent count; set "
+                                  "train.table_mean='participants' (--table-mean participants)")
+        if self.secure_agg_neighbors < 0 or self.secure_agg_neighbors % 2:
+            raise ConfigError("train.secure_agg_neighbors must be even and >= 0 (0 = all), "
+                              f"got {self.secure_agg_neighbors}")
+        if not 0 <= self.secure_agg_bits <= 30:
+            raise ConfigError(f"train.secure_agg_bits must be in [0, 30], got {self.secure_agg_bits}")
+        if self.secure_agg and self.aggregator in ("median", "trimmed_mean"):
+            raise ConfigError(f"train.aggregator={self.aggregator!r} cannot be used with "
+                              "train.secure_agg: it needs every client's individual update, which "
+                              "secure aggregation hides; use mean or clipped_mean")
 
 
     def faults(self):
@@ -139,16 +201,23 @@ class TrainConfig:
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = DataConfig()
-    model: FedDMRConfig = FedDMRConfig()
+    model: ModelConfig = FedDMRConfig()     # the config class of train.model
     train: TrainConfig = TrainConfig()
 
     def validate(self) -> None:
         if self.data.split not in ("loo", "ratio"):
             raise ConfigError(f"data.split must be loo or ratio, got {self.data.split!r}")
+        expected = model_config_class(self.train.model)
+        if type(self.model) is not expected:
+            raise ConfigError(
+                f"the [model] section is a {type(self.model).__name__} but train.model is "
+                f"{self.train.model!r}, which needs a {expected.__name__} (change models with "
+                "config.with_model or apply_overrides, which retype the section)")
         self.model.validate()
         self.train.validate()
 
 
+# The "model" entry is the default model's; the section's class follows train.model.
 SECTIONS = {"data": DataConfig, "model": FedDMRConfig, "train": TrainConfig}
 
 
@@ -176,43 +245,127 @@ def _coerce(section: str, field: dataclasses.Field, value: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {value!r}")
         return value
+    if kind.startswith("tuple[int"):
+        if (not isinstance(value, (list, tuple))
+                or any(isinstance(v, bool) or not isinstance(v, int) for v in value)):
+            raise ConfigError(f"{where} must be a list of integers, got {value!r}")
+        return tuple(value)
     return value
+
+
+def _replace_section(section: str, current: Any, values: Mapping[str, Any], source: str,
+                     model_name: str | None = None) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(current)}
+    changes = {}
+    for key, value in values.items():
+        if key not in fields:
+            owner = f" for model {model_name!r}" if model_name else ""
+            raise ConfigError(f"{source}: unknown key {section}.{key}{owner} "
+                              f"(known: {', '.join(fields)})")
+        changes[key] = _coerce(section, fields[key], value)
+    return dataclasses.replace(current, **changes)
+
+
+def _retype_model(current: ModelConfig, name: str, source: str) -> ModelConfig:
+    """The ``[model]`` section as ``name``'s config class.
+
+    Values of ``current`` that differ from its class defaults carry over; one
+    the new class lacks is an error (it would be silently dropped otherwise).
+    """
+    cls = model_config_class(name)
+    if type(current) is cls:
+        return current
+    old_name, defaults = model_name_of(current), type(current)()
+    keys = {f.name for f in dataclasses.fields(cls)}
+    carried = {}
+    for f in dataclasses.fields(current):
+        value = getattr(current, f.name)
+        if value == getattr(defaults, f.name):
+            continue
+        if f.name not in keys:
+            raise ConfigError(f"{source}: model.{f.name} = {value!r} was set for model "
+                              f"{old_name!r}, but model {name!r} has no such key "
+                              f"(known: {', '.join(sorted(keys))})")
+        carried[f.name] = value
+    return cls(**carried)
 
 
 def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Mapping[str, Any]],
                     source: str = "config") -> RunConfig:
-    """Returns ``cfg`` with ``{section: {key: value}}`` replaced, type-checked."""
-    new = {}
+    """Returns ``cfg`` with ``{section: {key: value}}`` replaced, type-checked.
+
+    The ``[model]`` section is applied last, typed by the (possibly new)
+    ``train.model``; a change of model retypes it (see :func:`_retype_model`).
+    """
     for section, values in overrides.items():
         if section not in SECTIONS:
             raise ConfigError(f"{source}: unknown section [{section}] "
                               f"(known: {', '.join(SECTIONS)})")
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: [{section}] must be a table")
-        fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
-        changes = {}
-        for key, value in values.items():
-            if key not in fields:
-                raise ConfigError(f"{source}: unknown key {section}.{key} "
-                                  f"(known: {', '.join(fields)})")
-            changes[key] = _coerce(section, fields[key], value)
-        new[section] = dataclasses.replace(getattr(cfg, section), **changes)
+    new = {section: _replace_section(section, getattr(cfg, section), values, source)
+           for section, values in overrides.items() if section != "model"}
+    name = new["train"].model if "train" in new else cfg.train.model
+    model = _retype_model(cfg.model, name, source)
+    if "model" in overrides:
+        model = _replace_section("model", model, overrides["model"], source, model_name=name)
+    if model is not cfg.model:
+        new["model"] = model
     return dataclasses.replace(cfg, **new)
 
 
-def load_config_file(path: str | Path, base: RunConfig | None = None) -> RunConfig:
-    """Reads a TOML config file onto ``base`` (default config)."""
+def with_model(cfg: RunConfig, name: str, **model_fields: Any) -> RunConfig:
+    """``cfg`` with ``train.model = name`` and its ``[model]`` section set from ``model_fields``."""
+    return apply_overrides(cfg, {"train": {"model": name}, "model": model_fields},
+                           source="with_model")
+
+
+def build_config(raw: Mapping[str, Mapping[str, Any]], source: str = "config", *,
+                 base: RunConfig | None = None) -> RunConfig:
+    """A config from ``{section: {key: value}}`` as a user writes it (file, flags).
+
+    Without ``base``: the defaults, with the chosen method's reference
+    ``[train]`` values (``feddmr_jax.methods``) for the keys ``raw`` does not
+    set. With ``base``: ``raw`` on top of it (no method defaults). Either way
+    ``[train]`` keys the method ignores are errors.
+    """
+    from feddmr_jax.methods import get_method  # the registry imports the engine: load lazily
+
+    train_raw = raw.get("train", {})
+    if not isinstance(train_raw, Mapping):
+        raise ConfigError(f"{source}: [train] must be a table")
+    name = train_raw.get("model", (base or RunConfig()).train.model)
+    if not isinstance(name, str):
+        raise ConfigError(f"{source}: train.model must be a string, got {name!r}")
+    method = get_method(name)
+    for key in method.unused_train:
+        if key in train_raw:
+            raise ConfigError(f"{source}: train.{key} does not apply to model {name!r}, "
+                              "whose learning rates are [model] fields; remove it")
+    if base is None:
+        defaults = {k: v for k, v in method.train_defaults.items() if k not in train_raw}
+        base = apply_overrides(RunConfig(), {"train": {"model": name, **defaults}},
+                               source=f"model {name!r} defaults")
+    return apply_overrides(base, raw, source)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The raw tables of a TOML config file."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            raw = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
-    return apply_overrides(base or RunConfig(), raw, source=str(path))
+
+
+def load_config_file(path: str | Path, base: RunConfig | None = None) -> RunConfig:
+    """Reads a TOML config file onto ``base`` (default config; see :func:`build_config`)."""
+    return build_config(read_config_file(path), str(path), base=base)
 
 
 def to_dict(cfg: RunConfig) -> dict[str, dict[str, Any]]:
@@ -221,4 +374,5 @@ def to_dict(cfg: RunConfig) -> dict[str, dict[str, Any]]:
 
 
 def from_dict(raw: Mapping[str, Mapping[str, Any]]) -> RunConfig:
+    """The config :func:`to_dict` wrote (``train.model`` types ``[model]``)."""
     return apply_overrides(RunConfig(), raw, source="saved config")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import jax
+import numpy as np
 import optax
 
 from feddmr_jax import config as config_lib
@@ -29,11 +30,16 @@ from feddmr_jax.data import (build_eval_sets, load_dataset, positives_csr,
 from feddmr_jax.data.types import EvalSet, Split
 from feddmr_jax.evaluate import evaluate, make_scorer
 from feddmr_jax.federated.algorithm import FederatedAlgorithm, FedState, build_algorithm
+from feddmr_jax.federated.client import LocalStep, gradient_step
+from feddmr_jax.federated.devices import client_mesh, mesh_size
 from feddmr_jax.federated.faults import assign_faults
+from feddmr_jax.federated.private_store import check_store_size
 from feddmr_jax.federated.rounds import RoundPlanner, build_planner, plan_round
 from feddmr_jax.federated.sampling import participants_per_round, sample_clients
 from feddmr_jax.losses import LossTerm, bce, compose, l2, proximal
+from feddmr_jax.methods import Method, get_method, uses_dropout
 from feddmr_jax.models import Leaves, Model, ModelParams, build_model
+from feddmr_jax.privacy.plan import PrivacyPlan, build_privacy_plan, round_privacy
 from feddmr_jax.timing import CompileWatch
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,7 @@ class Experiment:
     scorer: Callable
     clients_per_round: int
     keys: dict[str, jax.Array]
+    privacy: PrivacyPlan | None = None
 
 
 def build_client_optimizer(cfg: config_lib.TrainConfig) -> optax.GradientTransformation:
@@ -73,16 +80,54 @@ def build_client_optimizer(cfg: config_lib.TrainConfig) -> optax.GradientTransfo
                                   "network": make(cfg.lr)}, labels)
 
 
-def build_loss(model: Model, cfg: config_lib.TrainConfig,
-               extra_terms: Mapping[str, LossTerm] | None = None):
-    """data BCE + proximal(mu) + l2, plus any user terms."""
-    terms: dict[str, LossTerm] = {"bce": bce(model.apply)}
+def regularizers(cfg: config_lib.TrainConfig,
+                 extra_terms: Mapping[str, LossTerm] | None = None) -> dict[str, LossTerm]:
+    """proximal(mu) and l2 when non-zero, plus any user terms."""
+    terms: dict[str, LossTerm] = {}
     if cfg.mu > 0:
         terms["proximal"] = proximal(cfg.mu)
     if cfg.l2 > 0:
         terms["l2"] = l2(cfg.l2)
     terms.update(extra_terms or {})
+    return terms
+
+
+def build_loss(model: Model, cfg: config_lib.TrainConfig,
+               extra_terms: Mapping[str, LossTerm] | None = None):
+    """data BCE + the model's own terms (methods.py) + proximal(mu) + l2, plus any user terms."""
+    terms: dict[str, LossTerm] = {"bce": bce(model.apply)}
+    terms.update(get_method(model.name).loss_terms(model))
+    terms.update(regularizers(cfg, extra_terms))
     return compose(**terms)
+
+
+def build_local_step(method: Method, model: Model, cfg: config_lib.TrainConfig,
+                     num_items: int, extra_terms: Mapping[str, LossTerm] | None = None
+                     ) -> LocalStep | Callable[[jax.Array], LocalStep]:
+    """The method's minibatch step: its own, or a gradient step of the composed
+    loss with its per-round optimizer or the ``[train]`` optimizer."""
+    if method.local_step is not None:
+        return method.local_step(model, num_items, regularizers(cfg, extra_terms))
+    loss_fn = build_loss(model, cfg, extra_terms)
+    if method.round_optimizer is not None:
+        return lambda r: gradient_step(loss_fn, method.round_optimizer(model.config, r))
+    return gradient_step(loss_fn, build_client_optimizer(cfg))
+
+
+def local_eval_items(val_set: EvalSet, test_set: EvalSet) -> np.ndarray:
+    """``[U, Cv + Ct]`` every user's validation then test candidates (local evaluation)."""
+    return np.concatenate([val_set.candidates, test_set.candidates], axis=1).astype(np.int32)
+
+
+def _mesh_devices(count: int | None) -> list:
+    """The first ``count`` devices (None: all of them, every process's)."""
+    devices = jax.devices()
+    if count is None:
+        return devices
+    if count > len(devices):
+        raise config_lib.ConfigError(f"train.devices is {count} but JAX sees only "
+                                     f"{len(devices)} device(s)")
+    return devices[:count]
 
 
 def build_experiment(cfg: RunConfig, *, extra_terms: Mapping[str, LossTerm] | None = None,
@@ -96,23 +141,32 @@ def build_experiment(cfg: RunConfig, *, extra_terms: Mapping[str, LossTerm] | No
     val_set, test_set = build_eval_sets(split, num_negatives=cfg.data.eval_negatives,
                                         seed=cfg.data.eval_seed)
     model = build_model(t.model, cfg.model, split.num_items)
+    method = get_method(t.model)
+    eval_items = local_eval_items(val_set, test_set) if method.eval_mode == "local" else None
+    check_store_size(model, split.num_users, 0 if eval_items is None else eval_items.shape[1],
+                     t.max_private_gb)
     count = participants_per_round(split.num_users, count=t.clients_per_round,
                                    fraction=t.client_fraction)
+    privacy = build_privacy_plan(t, split.num_users, count)
+    mesh = None if sequential else client_mesh(_mesh_devices(t.devices))
     algorithm = build_algorithm(
         model, build_loss(model, t, extra_terms), num_clients=split.num_users,
         num_items=split.num_items, client_optimizer=build_client_optimizer(t),
         server_optimizer=optax.sgd(t.server_lr), local_epochs=t.local_epochs,
         batch_size=t.batch_size, sparse=t.sparse, weighting=t.weighting, table_mean=t.table_mean,
-        sequential=sequential, dropout_keys=cfg.model.dropout > 0,
-        aggregator=t.aggregator, clip_norm=t.clip_norm, trim_fraction=t.trim_fraction,
-        max_participants=count)
+        sequential=sequential, dropout_keys=uses_dropout(cfg.model),
+        local_step=build_local_step(method, model, t, split.num_items, extra_terms),
+        eval_items=eval_items, aggregator=t.aggregator, clip_norm=t.clip_norm,
+        trim_fraction=t.trim_fraction,
+        max_participants=count, dp=privacy.dp if privacy else None, mesh=mesh)
     planner = build_planner(train_csr(split), positives_csr(split),
                             history_len=model.history_len, num_negatives=t.num_negatives,
-                            batch_size=t.batch_size, chunk_size=t.chunk_size, seed=t.seed)
+                            batch_size=t.batch_size, chunk_size=t.chunk_size, seed=t.seed,
+                            devices=mesh_size(mesh), eval_items=eval_items)
     names = ("init", "sample", "train")
     keys = dict(zip(names, jax.random.split(jax.random.key(t.seed), len(names))))
     return Experiment(cfg, split, model, algorithm, planner, val_set, test_set,
-                      make_scorer(model), count, keys)
+                      make_scorer(model), count, keys, privacy)
 
 
 def run_round(exp: Experiment, state: FedState, round_index: int):
@@ -128,14 +182,23 @@ def run_round(exp: Experiment, state: FedState, round_index: int):
                            exp.cfg.train.faults())
     chunks = plan_round(exp.planner, faults.participants, round_index,
                         update_scale=faults.update_scale, update_nan=faults.update_nan)
+    noise_key, masks = round_privacy(exp.privacy, round_index, participants, faults.dropped)
     state, stats = exp.algorithm.apply(state, chunks,
-                                       jax.random.fold_in(exp.keys["train"], round_index))
+                                       jax.random.fold_in(exp.keys["train"], round_index),
+                                       noise_key=noise_key, masks=masks)
     return state, stats._replace(unreported=len(faults.dropped))
 
 
 def evaluate_state(exp: Experiment, state: FedState, eval_set: EvalSet) -> dict[str, float]:
+    """Metrics of ``eval_set`` (the experiment's validation or test set)."""
+    offset = 0
+    if eval_set is exp.test_set:     # local evaluation: test rows follow the validation rows
+        offset = exp.val_set.candidates.shape[1]
+    elif eval_set is not exp.val_set and exp.planner.eval_items is not None:
+        raise ValueError("a method evaluated with local item tables scores only the "
+                         "experiment's own val_set and test_set")
     return evaluate(exp.scorer, state.shared, state.private_store, eval_set,
-                    exp.planner.history, exp.planner.history_mask)
+                    exp.planner.history, exp.planner.history_mask, view_offset=offset)
 
 
 class _Progress:
@@ -267,6 +330,8 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
             record = {"round": r, "train_loss": stats.train_loss, "accepted": stats.accepted,
                       "dropped_nonfinite": stats.dropped, "unreported": stats.unreported,
                       "seconds": seconds}
+            if exp.privacy is not None and exp.privacy.epsilons is not None:
+                record["epsilon"] = exp.privacy.epsilons[r - 1]   # None: noise 0
             val = None
             if r % t.eval_every == 0 or r == t.rounds:
                 start = time.perf_counter()
@@ -310,6 +375,11 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
         "devices": _devices(),
         "resumed": resume,
     }
+    if exp.privacy is not None:
+        summary["privacy"] = exp.privacy.summary()
+        if exp.privacy.epsilons is not None:
+            summary["epsilon"] = exp.privacy.epsilons[len(loop.round_seconds) - 1]
+            summary["delta"] = exp.privacy.delta
     if out is not None:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

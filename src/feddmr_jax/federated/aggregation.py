@@ -26,7 +26,7 @@ With ``server_optimizer = optax.sgd(1.0)`` the server step is plain FedAvg:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +52,11 @@ class Accumulator(NamedTuple):
       dropped: number of updates dropped as non-finite.
       buffer: per-participant uploads for the robust aggregators
         (federated/robust.py), or None.
+      masks: secure aggregation's masking graph of the round
+        (:class:`feddmr_jax.privacy.secure_round.MaskGraph`), or None. When set,
+        ``delta_sum``, ``row_weight`` and ``weight`` hold ``uint32`` sums of
+        *masked*, fixed-point dense uploads until
+        :func:`feddmr_jax.privacy.secure_round.unmask` runs.
     """
 
     delta_sum: Leaves
@@ -60,16 +65,18 @@ class Accumulator(NamedTuple):
     accepted: Array
     dropped: Array
     buffer: Leaves | None = None
+    masks: Any = None
 
 
 AGGREGATORS = ("mean", "clipped_mean", "median", "trimmed_mean")
 
 
-def init_accumulator(shared: Leaves, buffer: Leaves | None = None) -> Accumulator:
+def init_accumulator(shared: Leaves, buffer: Leaves | None = None,
+                     masks: Any = None) -> Accumulator:
     # Separate buffers: the accumulator is donated to the chunk step.
     zeros = [jnp.zeros((), jnp.float32) for _ in range(3)]
     row_weight = {name: jnp.zeros(t.shape[:1], jnp.float32) for name, t in shared.tables.items()}
-    return Accumulator(jax.tree.map(jnp.zeros_like, shared), row_weight, *zeros, buffer)
+    return Accumulator(jax.tree.map(jnp.zeros_like, shared), row_weight, *zeros, buffer, masks)
 
 
 def client_weights(num_examples: Array, client_mask: Array, weighting: str) -> Array:
@@ -130,7 +137,7 @@ def accumulate(acc: Accumulator, stacked_delta: Leaves, weights: Array,
         weight=acc.weight + jnp.sum(w),
         accepted=acc.accepted + jnp.sum(real * finite),
         dropped=acc.dropped + jnp.sum(real * (1.0 - finite)),
-        buffer=acc.buffer)
+        buffer=acc.buffer, masks=acc.masks)
 
 
 def mean_delta(acc: Accumulator, table_mean: str = "touched") -> Leaves:

@@ -13,16 +13,21 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from feddmr_jax.federated.aggregation import (AGGREGATORS, init_accumulator, mean_delta,
-                                              server_update)
+from feddmr_jax.federated.aggregation import (AGGREGATORS, Accumulator, init_accumulator,
+                                              mean_delta, server_update)
 from feddmr_jax.federated.robust import ROBUST_AGGREGATORS, init_buffer, robust_delta
 from feddmr_jax.federated.client import LocalStep, gradient_step, make_client_update
-from feddmr_jax.federated.parallel import (ChunkData, make_chunk_step,
+from feddmr_jax.federated.private_store import attach_view, init_view
+from feddmr_jax.federated.devices import Mesh, replicate, shard_clients
+from feddmr_jax.federated.parallel import (ChunkData, make_chunk_step, make_client_fn,
                                            make_sequential_step)
 from feddmr_jax.losses import LossFn
 from feddmr_jax.models.base import Leaves, Model
+from feddmr_jax.privacy.dp import DPSetting, noisy_mean
+from feddmr_jax.privacy.secure_round import MaskGraph, init_masked_accumulator, unmask
 
 Array = jax.Array
 
@@ -56,8 +61,25 @@ class FederatedAlgorithm(NamedTuple):
     is the per-client loop)."""
 
     init: Callable[[Array], FedState]
-    apply: Callable[[FedState, Sequence[ChunkData], Array], tuple[FedState, RoundStats]]
+    apply: Callable[..., tuple[FedState, RoundStats]]
     chunk_step: Callable
+    parts: RoundParts | None = None
+
+
+class RoundParts(NamedTuple):
+    """The other pieces of a round, for tools that trace them (privacy/audit.py).
+
+    Attributes:
+      client_fn: one client's computation ``(global_shared, private, row, key)
+        -> ClientOutput`` (federated/parallel.py).
+      init_round: ``(shared, masks) -> Accumulator``, the server's empty sums.
+      server_step: jitted ``(shared, opt_state, acc, noise_key) -> (shared,
+        opt_state)``.
+    """
+
+    client_fn: Callable
+    init_round: Callable
+    server_step: Callable
 
 
 def init_private_store(model: Model, key: Array, num_clients: int) -> Leaves:
@@ -74,9 +96,12 @@ def build_algorithm(model: Model, loss_fn: LossFn | None = None, *, num_clients:
                     weighting: str = "uniform", table_mean: str = "touched",
                     sequential: bool = False,
                     dropout_keys: bool = False,
-                    local_step: LocalStep | None = None, aggregator: str = "mean",
+                    local_step: LocalStep | Callable[[Array], LocalStep] | None = None,
+                    eval_items: np.ndarray | None = None, aggregator: str = "mean",
                     clip_norm: float = 1.0, trim_fraction: float = 0.1,
-                    max_participants: int | None = None) -> FederatedAlgorithm:
+                    max_participants: int | None = None,
+                    dp: DPSetting | None = None,
+                    mesh: Mesh | None = None) -> FederatedAlgorithm:
     """Builds the round (see module docstring).
 
     Args:
@@ -94,12 +119,29 @@ def build_algorithm(model: Model, loss_fn: LossFn | None = None, *, num_clients:
         ``"participants"`` (see federated/aggregation.py).
       sequential: use the per-client loop instead of ``vmap`` (reference).
       dropout_keys: give the model a per-step dropout key.
-      local_step: a custom minibatch step; default: one gradient step of
-        ``loss_fn`` with ``client_optimizer``.
+      local_step: a custom minibatch step, or ``round_index -> LocalStep``
+        (per-round schedules, see federated/client.py); default: one gradient
+        step of ``loss_fn`` with ``client_optimizer``.
+      eval_items: ``[num_clients, M]`` evaluation candidates (validation then
+        test) of every client, for methods evaluated with their *local* item
+        tables (PFedRec): the private store then holds each client's rows of
+        them (``EVAL_VIEW``, federated/private_store.py), initialized from the
+        initial global tables; chunks must carry ``eval_items``. None: off.
       aggregator: ``mean``; ``clipped_mean`` (each upload clipped to L2 norm
         ``clip_norm`` first); ``median`` or ``trimmed_mean`` (coordinate-wise,
         trimming ``trim_fraction`` at each end; see federated/robust.py).
       max_participants: clients per round (slots of the robust buffer).
+      dp: user-level DP-FedAvg (privacy/dp.py): each upload clipped to
+        ``dp.clip_norm``, the round's sum noised and divided by
+        ``dp.expected_clients`` (replaces ``aggregator`` and ``table_mean``;
+        ``apply`` then needs ``noise_key``). None: off.
+      mesh: the ``clients`` device mesh (federated/devices.py): each chunk's
+        client axis is split over it, the state replicated; chunks must hold a
+        multiple of ``mesh.size`` clients. None: one device.
+
+    ``apply(state, chunks, round_key, *, noise_key=None, masks=None)``:
+    ``masks`` (a :class:`~feddmr_jax.privacy.secure_round.MaskGraph`) turns on
+    simulated secure aggregation for the round.
     """
     if aggregator not in AGGREGATORS:
         raise ValueError(f"unknown aggregator {aggregator!r}; choose from {AGGREGATORS}")
@@ -111,36 +153,62 @@ def build_algorithm(model: Model, loss_fn: LossFn | None = None, *, num_clients:
         local_step = gradient_step(loss_fn, client_optimizer)
     client_update = make_client_update(local_step, local_epochs=local_epochs,
                                        batch_size=batch_size, dropout_keys=dropout_keys)
+    if sequential and mesh is not None:
+        raise ValueError("the per-client loop (sequential=True) runs on one device; mesh must be None")
     make = make_sequential_step if sequential else make_chunk_step
+    if dp is not None:
+        if aggregator != "mean" or weighting != "uniform":
+            raise ValueError("dp needs aggregator='mean' and weighting='uniform', got "
+                             f"{aggregator!r} and {weighting!r}")
+        clip_norm, aggregator = dp.clip_norm, "clipped_mean"  # clip each upload, then sum
     chunk_step = make(client_update, sparse=sparse, num_items=num_items, weighting=weighting,
                       clip_norm=clip_norm if aggregator == "clipped_mean" else None)
 
     @jax.jit
-    def server_step(shared, opt_state, acc):
-        delta = (robust_delta(acc.buffer, aggregator, trim_fraction) if robust
-                 else mean_delta(acc, table_mean))
+    def server_step(shared, opt_state, acc, noise_key=None):
+        if dp is not None:
+            delta = noisy_mean(acc.delta_sum, noise_key, dp)
+        elif robust:
+            delta = robust_delta(acc.buffer, aggregator, trim_fraction)
+        else:
+            delta = mean_delta(acc, table_mean)
         new_shared, opt_state = server_update(shared, opt_state, delta, server_optimizer)
         return new_shared, opt_state
 
     def init(key: Array) -> FedState:
         k_shared, k_private = jax.random.split(key)
         shared = model.init_shared(k_shared)
-        return FedState(shared, server_optimizer.init(shared),
-                        init_private_store(model, k_private, num_clients))
+        store = init_private_store(model, k_private, num_clients)
+        if eval_items is not None:
+            store = attach_view(store, init_view(shared, eval_items))
+        return replicate(FedState(shared, server_optimizer.init(shared), store), mesh)
 
-    def apply(state: FedState, chunks: Sequence[ChunkData],
-              round_key: Array) -> tuple[FedState, RoundStats]:
-        acc = init_accumulator(state.shared,
-                               init_buffer(state.shared, slots) if robust else None)
+    def init_round(shared: Leaves, masks: MaskGraph | None = None) -> Accumulator:
+        if masks is not None:
+            return init_masked_accumulator(shared, masks)
+        return init_accumulator(shared, init_buffer(shared, slots) if robust else None)
+
+    def apply(state: FedState, chunks: Sequence[ChunkData], round_key: Array, *,
+              noise_key: Array | None = None,
+              masks: MaskGraph | None = None) -> tuple[FedState, RoundStats]:
+        if dp is not None and noise_key is None:
+            raise ValueError("DP-FedAvg (dp=...) needs this round's noise_key")
+        state = replicate(state, mesh)
+        acc = replicate(init_round(state.shared, masks), mesh)
         store = state.private_store
         loss_sum = jnp.zeros((), jnp.float32)
         for chunk in chunks:
+            chunk = shard_clients(chunk, mesh)
             store, acc, loss = chunk_step(state.shared, store, acc, chunk, round_key)
             loss_sum = loss_sum + loss
-        shared, opt_state = server_step(state.shared, state.server_opt_state, acc)
+        if acc.masks is not None:
+            acc = unmask(acc)  # the server's first unmasked value: the round's sum
+        shared, opt_state = server_step(state.shared, state.server_opt_state, acc, noise_key)
         accepted = int(acc.accepted)
         stats = RoundStats(train_loss=float(loss_sum) / max(accepted, 1),
                            accepted=accepted, dropped=int(acc.dropped))
         return FedState(shared, opt_state, store), stats
 
-    return FederatedAlgorithm(init, apply, chunk_step)
+    parts = RoundParts(make_client_fn(client_update, sparse=sparse, num_items=num_items),
+                       init_round, server_step)
+    return FederatedAlgorithm(init, apply, chunk_step, parts)

@@ -32,6 +32,8 @@ class ClientData(NamedTuple):
       mask: ``[N]`` bool, True for real examples.
       history: ``[n]`` int32 memory (most recent training positives).
       history_mask: ``[n]`` bool.
+      round_index: scalar int32, the round (1-based as in ``train.py``); read
+        only by per-round local steps (see :func:`make_client_update`).
     """
 
     items: Array
@@ -39,6 +41,7 @@ class ClientData(NamedTuple):
     mask: Array
     history: Array
     history_mask: Array
+    round_index: Array | int = 0
 
 
 class ClientResult(NamedTuple):
@@ -89,13 +92,17 @@ def _select(pred: Array, on_true, on_false):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
-def make_client_update(local_step: LocalStep, *, local_epochs: int, batch_size: int,
+def make_client_update(local_step: LocalStep | Callable[[Array], LocalStep], *,
+                       local_epochs: int, batch_size: int,
                        dropout_keys: bool = False) -> ClientUpdate:
     """Builds ``client_update(global_shared, private, data, key) -> ClientResult``.
 
     Args:
       local_step: the minibatch step (:func:`gradient_step` for a composed loss
-        and an optax optimizer; methods such as PFedRec bring their own).
+        and an optax optimizer; methods such as PFedRec bring their own), or a
+        function ``round_index -> LocalStep`` called inside the trace with the
+        traced ``data.round_index`` (per-round optimizers such as FedRAP's
+        learning-rate decay, without recompiling every round).
       local_epochs: epochs E over the client's examples.
       batch_size: minibatch size B; with ``N`` padded examples the client runs
         ``ceil(N / B)`` step slots per epoch, empty ones skipped.
@@ -111,7 +118,9 @@ def make_client_update(local_step: LocalStep, *, local_epochs: int, batch_size: 
         pad = steps * width - n
         context = Context(data.history, data.history_mask)
         params = ModelParams(private=private, shared=global_shared)
-        opt_state = local_step.init(params)
+        step_fn = (local_step if isinstance(local_step, LocalStep)
+                   else local_step(jnp.asarray(data.round_index)))
+        opt_state = step_fn.init(params)
 
         def epoch(carry, epoch_index):
             params, opt_state = carry
@@ -130,7 +139,7 @@ def make_client_update(local_step: LocalStep, *, local_epochs: int, batch_size: 
                 step_index, b_items, b_labels, b_mask = xs
                 b_key = jax.random.fold_in(k_epoch, step_index + 1) if dropout_keys else None
                 batch = Batch(b_items, b_labels, b_mask, context, b_key)
-                new_params, new_opt_state, loss = local_step.step(
+                new_params, new_opt_state, loss = step_fn.step(
                     params, opt_state, global_shared, batch)
                 active = jnp.any(b_mask)
                 carry = (_select(active, new_params, params),

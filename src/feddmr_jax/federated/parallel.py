@@ -4,13 +4,16 @@ A round's participants arrive in chunks (:class:`ChunkData`, client axis 0, all
 clients of a chunk padded to one shape class). :func:`make_chunk_step` builds the
 jitted step that, for one chunk,
 
-1. gathers each client's private params from the stacked private store,
-2. (sparse mode) builds each client's local item table: the rows it uses this
-   round (positives, negatives, memory), gathered from the global tables, and
-   re-indexes its examples into that table (:func:`localize`),
+1. (sparse mode) builds each client's local item table: the rows it uses this
+   round (positives, negatives, memory, and evaluation candidates for methods
+   evaluated locally), gathered from the global tables, and re-indexes its
+   examples into that table (:func:`localize`, :func:`local_view`),
+2. gathers each client's private params from the stacked private store
+   (private item tables: only the local rows; federated/private_store.py),
 3. runs ``jax.vmap(client_update)`` over the chunk,
 4. adds the weighted deltas to the round's accumulator (scatter-add of row
-   deltas in sparse mode) and writes the new private params back.
+   deltas in sparse mode) and writes the new private params (and private
+   table rows) back.
 
 :func:`run_chunk_sequential` is the reference: the same per-client computation,
 jitted for one client and called in a Python loop (what a per-client simulation
@@ -28,9 +31,12 @@ import numpy as np
 from feddmr_jax.federated.aggregation import (Accumulator, accumulate, client_weights,
                                               is_finite)
 from feddmr_jax.federated.client import ClientData, ClientUpdate
+from feddmr_jax.federated.private_store import (attach_view, gather_clients, split_view,
+                                                write_clients)
 from feddmr_jax.federated.robust import write_buffer
 from feddmr_jax.models.base import Leaves
 from feddmr_jax.privacy.dp import clip_stacked
+from feddmr_jax.privacy.secure_round import masked_accumulate
 
 Array = jax.Array
 
@@ -48,6 +54,12 @@ class ChunkData(NamedTuple):
       update_nan: ``[C]`` bool, upload replaced by NaN (fault injection).
       slot: ``[C]`` position of the client among the round's participants
         (robust aggregators' buffer; padding points past the end).
+      eval_items: ``[C, M]`` the client's evaluation candidates (validation then
+        test), for methods evaluated with their local item tables (PFedRec):
+        their rows join the local table and are written to the client's
+        evaluation view after training (federated/private_store.py). None: off.
+      round_index: ``[C]`` the round (1-based), for per-round local steps.
+        None reads as 0.
     """
 
     client_ids: Array
@@ -60,6 +72,8 @@ class ChunkData(NamedTuple):
     update_scale: Array
     update_nan: Array
     slot: Array
+    eval_items: Array | None = None
+    round_index: Array | None = None
 
 
 class ClientOutput(NamedTuple):
@@ -97,29 +111,105 @@ def localize(items: Array, mask: Array, history: Array, history_mask: Array,
     return jnp.where(row_mask, uniq, 0), row_mask, inverse[:n], inverse[n:]
 
 
+class LocalRows(NamedTuple):
+    """One client's local table and its data re-indexed into it (unbatched).
+
+    Attributes:
+      rows: ``[L]`` global item id of each local row (``arange(I)`` in dense mode).
+      row_mask: ``[L]`` rows the client trains on this round (examples and
+        memory): the rows it uploads and writes back to private tables.
+      items: ``[N]`` examples as local rows.
+      history: ``[n]`` memory as local rows.
+      eval_items: ``[M]`` evaluation candidates as local rows, or None.
+    """
+
+    rows: Array
+    row_mask: Array
+    items: Array
+    history: Array
+    eval_items: Array | None
+
+
+def local_view(row: ChunkData, *, sparse: bool, num_items: int) -> LocalRows:
+    """The local table of one client (sparse: the rows it uses; dense: all items).
+
+    In sparse mode the table holds the distinct ids of the client's examples,
+    memory and (when given) evaluation candidates; candidate-only rows are
+    present but not in ``row_mask``.
+    """
+    if not sparse:
+        # Full tables; the rows the client used are those it can change.
+        row_mask = (jnp.zeros(num_items, bool)
+                    .at[row.items].max(row.mask)
+                    .at[row.history].max(row.history_mask))
+        return LocalRows(jnp.arange(num_items), row_mask, row.items, row.history,
+                         row.eval_items)
+    n, h = row.items.shape[0], row.history.shape[0]
+    if row.eval_items is None:
+        rows, row_mask, items, history = localize(
+            row.items, row.mask, row.history, row.history_mask, num_items,
+            local_rows(n, h, num_items))
+        return LocalRows(rows, row_mask, items, history, None)
+    m = row.eval_items.shape[0]
+    num_rows = local_rows(n + m, h, num_items)
+    rows, present, ext, history = localize(
+        jnp.concatenate([row.items, row.eval_items]),
+        jnp.concatenate([row.mask, jnp.ones(m, bool)]),
+        row.history, row.history_mask, num_items, num_rows)
+    items = ext[:n]
+    used = (jnp.zeros(num_rows, bool).at[items].max(row.mask)
+            .at[history].max(row.history_mask))
+    return LocalRows(rows, present & used, items, history, ext[n:])
+
+
+def make_local_client_fn(client_update: ClientUpdate, *, sparse: bool):
+    """Per-client computation on a localized client:
+    ``(global_shared, private, row, local, key) -> ClientOutput``.
+
+    ``private`` holds the client's private params with private tables already
+    at ``local.rows`` (sparse) or whole (dense), as
+    :func:`~feddmr_jax.federated.private_store.gather_clients` reads them; an
+    evaluation view in it is refreshed from the trained local rows.
+    """
+
+    def local_fn(global_shared: Leaves, private: Leaves, row: ChunkData, local: LocalRows,
+                 key: Array) -> ClientOutput:
+        if sparse:
+            start = Leaves({k: t[local.rows] for k, t in global_shared.tables.items()},
+                           global_shared.dense)
+        else:
+            start = global_shared
+        private, view = split_view(private)
+        round_index = 0 if row.round_index is None else row.round_index
+        data = ClientData(local.items, row.labels, row.mask, local.history, row.history_mask,
+                          round_index)
+        result = client_update(start, private, data, key)
+        delta = jax.tree.map(jnp.subtract, result.shared, start)
+        new_private = result.private
+        if view is not None:
+            new_private = attach_view(new_private, {
+                k: result.shared.tables[k][local.eval_items] for k in view})
+        return ClientOutput(delta, new_private, result.loss, result.num_examples,
+                            local.rows, local.row_mask)
+
+    return local_fn
+
+
 def make_client_fn(client_update: ClientUpdate, *, sparse: bool, num_items: int):
-    """Per-client computation ``(global_shared, private, row, key) -> ClientOutput``."""
+    """Per-client computation ``(global_shared, private, row, key) -> ClientOutput``.
+
+    ``private`` is the client's whole private params (private tables ``[I, d]``);
+    the output's private tables hold the local rows only (``rows``).
+    """
+    local_fn = make_local_client_fn(client_update, sparse=sparse)
 
     def client_fn(global_shared: Leaves, private: Leaves, row: ChunkData,
                   key: Array) -> ClientOutput:
+        local = local_view(row, sparse=sparse, num_items=num_items)
         if sparse:
-            num_rows = local_rows(row.items.shape[0], row.history.shape[0], num_items)
-            rows, row_mask, items, history = localize(
-                row.items, row.mask, row.history, row.history_mask, num_items, num_rows)
-            start = Leaves({k: t[rows] for k, t in global_shared.tables.items()},
-                           global_shared.dense)
-        else:
-            # Full tables; the rows the client used are those it can change.
-            rows = jnp.arange(num_items)
-            row_mask = (jnp.zeros(num_items, bool)
-                        .at[row.items].max(row.mask)
-                        .at[row.history].max(row.history_mask))
-            items, history, start = row.items, row.history, global_shared
-        data = ClientData(items, row.labels, row.mask, history, row.history_mask)
-        result = client_update(start, private, data, key)
-        delta = jax.tree.map(jnp.subtract, result.shared, start)
-        return ClientOutput(delta, result.private, result.loss, result.num_examples,
-                            rows, row_mask)
+            private = Leaves({k: t[local.rows] for k, t in private.tables.items()},
+                             private.dense)
+        return local_fn(global_shared, private, row, local, key)
 
     return client_fn
 
@@ -136,24 +226,35 @@ def _inject_faults(delta: Leaves, scale: Array, nan: Array) -> Leaves:
     return jax.tree.map(corrupt, delta)
 
 
+def _used_rows_only(delta: Leaves, row_mask: Array) -> Leaves:
+    """Zeroes table rows outside ``row_mask`` (``[C, L]``) in stacked deltas."""
+    tables = {k: jnp.where(row_mask[..., None], t, 0.0) for k, t in delta.tables.items()}
+    return Leaves(tables, delta.dense)
+
+
 def _absorb(private_store: Leaves, acc: Accumulator, out: ClientOutput,
-            chunk: ChunkData, weighting: str, clip_norm: float | None):
+            chunk: ChunkData, weighting: str, clip_norm: float | None, sparse: bool = True):
     """Adds stacked client outputs to the accumulator and the private store."""
     client_ids, client_mask = chunk.client_ids, chunk.client_mask
     delta = _inject_faults(out.delta, chunk.update_scale, chunk.update_nan)
     finite = is_finite(delta) & is_finite(out.private)
     if clip_norm is not None:
-        delta = clip_stacked(delta, clip_norm)[0]
+        # The norm of what is uploaded: rows the client did not use are zero.
+        delta = clip_stacked(_used_rows_only(delta, out.row_mask), clip_norm)[0]
     weights = client_weights(out.num_examples, client_mask, weighting)
-    acc = accumulate(acc, delta, weights, finite, client_mask, out.rows, out.row_mask)
+    if acc.masks is None:
+        acc = accumulate(acc, delta, weights, finite, client_mask, out.rows, out.row_mask)
+    else:  # secure aggregation: masked dense uploads (privacy/secure_round.py)
+        acc = masked_accumulate(acc, delta, weights, finite, client_mask, client_ids,
+                                out.rows, out.row_mask)
     if acc.buffer is not None:
         acc = acc._replace(buffer=write_buffer(acc.buffer, delta, chunk.slot,
                                                client_mask & finite, out.rows, out.row_mask))
     num_clients = jax.tree.leaves(private_store)[0].shape[0]
     # Padding clients and rejected updates scatter out of bounds: dropped.
     target = jnp.where(client_mask & finite, client_ids, num_clients)
-    private_store = jax.tree.map(lambda s, p: s.at[target].set(p, mode="drop"),
-                                 private_store, out.private)
+    private_store = write_clients(private_store, out.private, target,
+                                  out.rows if sparse else None, out.row_mask)
     loss_sum = jnp.sum(jnp.where(client_mask & finite, out.loss, 0.0))
     return private_store, acc, loss_sum
 
@@ -164,14 +265,17 @@ def make_chunk_step(client_update: ClientUpdate, *, sparse: bool, num_items: int
 
     ``private_store`` and ``acc`` are donated.
     """
-    client_fn = make_client_fn(client_update, sparse=sparse, num_items=num_items)
+    local_fn = make_local_client_fn(client_update, sparse=sparse)
 
     def chunk_step(global_shared: Leaves, private_store: Leaves, acc: Accumulator,
                    chunk: ChunkData, round_key: Array):
-        private = jax.tree.map(lambda s: s[chunk.client_ids], private_store)
-        out = jax.vmap(client_fn, in_axes=(None, 0, 0, 0))(
-            global_shared, private, chunk, _client_keys(round_key, chunk.client_ids))
-        return _absorb(private_store, acc, out, chunk, weighting, clip_norm)
+        local = jax.vmap(lambda r: local_view(r, sparse=sparse, num_items=num_items))(chunk)
+        # Private tables: only each client's local rows are read (sparse mode).
+        private = gather_clients(private_store, chunk.client_ids,
+                                 local.rows if sparse else None)
+        out = jax.vmap(local_fn, in_axes=(None, 0, 0, 0, 0))(
+            global_shared, private, chunk, local, _client_keys(round_key, chunk.client_ids))
+        return _absorb(private_store, acc, out, chunk, weighting, clip_norm, sparse)
 
     return jax.jit(chunk_step, donate_argnums=(1, 2))
 
@@ -189,7 +293,7 @@ def make_sequential_step(client_update: ClientUpdate, *, sparse: bool, num_items
     @jax.jit
     def absorb_one(private_store, acc, out, row):
         out, chunk = jax.tree.map(lambda x: x[None], (out, row))
-        return _absorb(private_store, acc, out, chunk, weighting, clip_norm)
+        return _absorb(private_store, acc, out, chunk, weighting, clip_norm, sparse)
 
     def run(global_shared, private_store, acc, chunk: ChunkData, round_key):
         keys = _client_keys(round_key, chunk.client_ids)

@@ -55,6 +55,8 @@ class RoundPlanner:
       clients_per_chunk: shape class -> clients per chunk.
       num_negatives: negatives per positive.
       seed: base seed of the per-round negative sampling.
+      eval_items: ``[U, M]`` evaluation candidates of every client, copied into
+        its chunk rows (methods evaluated with local item tables), or None.
     """
 
     train: TrainCSR
@@ -65,6 +67,7 @@ class RoundPlanner:
     clients_per_chunk: dict[int, int]
     num_negatives: int
     seed: int
+    eval_items: np.ndarray | None = None
 
     @property
     def num_clients(self) -> int:
@@ -77,16 +80,26 @@ class RoundPlanner:
 
 def build_planner(train: TrainCSR, exclude: TrainCSR, *, history_len: int,
                   num_negatives: int, batch_size: int, chunk_size: int,
-                  seed: int) -> RoundPlanner:
-    """Assigns shape classes and chunk sizes; precomputes every client's memory."""
+                  seed: int, devices: int = 1,
+                  eval_items: np.ndarray | None = None) -> RoundPlanner:
+    """Assigns shape classes and chunk sizes; precomputes every client's memory.
+
+    ``devices``: chunks hold a multiple of this many clients, so that their
+    client axis splits evenly over the device mesh (federated/devices.py).
+    """
+    if devices < 1:
+        raise ValueError(f"devices must be >= 1, got {devices}")
     width = example_width(train.lengths, num_negatives, batch_size)
     budget = chunk_size * batch_size
     classes, counts = np.unique(width, return_counts=True)
-    per_chunk = {int(w): int(min(chunk_size, max(1, budget // w), _pow2_ceil(n)))
-                 for w, n in zip(classes, counts)}
+    per_chunk = {}
+    for w, n in zip(classes, counts):
+        per = int(min(chunk_size, max(1, budget // w), _pow2_ceil(n)))
+        per_chunk[int(w)] = -(-per // devices) * devices
     history, history_mask = recent_history(train, history_len)
     return RoundPlanner(train, exclude, history, history_mask, width, per_chunk,
-                        num_negatives, seed)
+                        num_negatives, seed,
+                        None if eval_items is None else np.asarray(eval_items, np.int32))
 
 
 def _examples(planner: RoundPlanner, clients: np.ndarray, round_index: int):
@@ -151,5 +164,7 @@ def plan_round(planner: RoundPlanner, participants: np.ndarray, round_index: int
                 update_scale=update_scale[sel_padded].astype(np.float32),
                 update_nan=update_nan[sel_padded] & (np.arange(per) < len(sel)),
                 slot=np.where(np.arange(per) < len(sel), sel_padded,
-                              len(participants)).astype(np.int32)))
+                              len(participants)).astype(np.int32),
+                eval_items=None if planner.eval_items is None else planner.eval_items[ids],
+                round_index=np.full(per, round_index, np.int32)))
     return chunks

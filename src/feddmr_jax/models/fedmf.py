@@ -19,8 +19,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from feddmr_jax.errors import ConfigError
 from feddmr_jax.models.base import Context, Leaves, Model, ModelParams
+from feddmr_jax.models.checks import check_fields
 
 Array = jax.Array
 
@@ -33,10 +33,7 @@ class FedMFConfig:
     init_scale: float = 0.1    # std of the normal initializer of both embeddings
 
     def validate(self) -> None:
-        if self.dim <= 0:
-            raise ConfigError(f"model.dim must be positive, got {self.dim}")
-        if self.init_scale < 0:
-            raise ConfigError(f"model.init_scale must be >= 0, got {self.init_scale}")
+        check_fields(self, positive=("dim",), non_negative=("init_scale",))
 
 
 def build_fedmf(cfg: FedMFConfig, num_items: int) -> Model:

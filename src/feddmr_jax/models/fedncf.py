@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from feddmr_jax.errors import ConfigError
 from feddmr_jax.models.base import (Context, Leaves, Model, ModelParams, apply_mlp,
                                     init_mlp)
+from feddmr_jax.models.checks import check_fields
 
 Array = jax.Array
 
@@ -41,13 +42,10 @@ class FedNCFConfig:
     init_scale: float = 0.1                # std of the embedding initializers
 
     def validate(self) -> None:
-        if self.dim <= 0:
-            raise ConfigError(f"model.dim must be positive, got {self.dim}")
+        check_fields(self, positive=("dim",), non_negative=("init_scale",))
         if not self.hidden or any(h <= 0 for h in self.hidden):
             raise ConfigError(f"model.mlp_hidden must be non-empty and positive, got "
                               f"{self.hidden} (dim={self.dim}: use dim >= 2 for the default)")
-        if self.init_scale < 0:
-            raise ConfigError(f"model.init_scale must be >= 0, got {self.init_scale}")
 
     @property
     def hidden(self) -> tuple[int, ...]:

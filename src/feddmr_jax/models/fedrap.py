@@ -49,6 +49,26 @@ What the reference code does (github.com/mtics/FedRAP; ``model/model.py`` at
   version, 11159ed, has ``lr_network=0.1``, ``lr_args=100``, ``l2=0``; the README
   runs ML-100K with ``--mu 1e-3 --l2_regularization 1e-6 --lr_network 1e-4
   --lr_args 1e3``.) All clients start from one copy of the initial model.
+
+In the engine (``feddmr_jax.methods``, entry ``fedrap``):
+
+* **Memory.** D_u is a private item table, so the private store holds
+  ``U x I x d`` floats (4 bytes each): 0.2 GB on ML-100K (943 x 1682 x 32),
+  4.3 GB on Last.fm-2K (1892 x 17632), 12.2 GB on Amazon-Video (8072 x 11830).
+  ``train.max_private_gb`` (default 4 GiB) bounds it: a larger store is refused
+  before training with an error naming the sizes (lower ``model.dim`` or raise
+  the bound if the machine has the memory).
+* **Sparse mode** (default): a client reads only its local rows of D_u (its
+  positives, negatives) and writes back only the rows it trained on, like the
+  shared C rows; equal to the dense mode when ``weight_decay = 0`` (with weight
+  decay the dense mode also shrinks D_u's untouched rows, as the reference does;
+  the sparse mode leaves them alone).
+* **Optimizer.** :func:`fedrap_optimizer` of round ``r - 1`` (the engine's rounds
+  are 1-based), built inside the compiled step from the traced round index, so
+  the per-round decay recompiles nothing; the ``[train]`` optimizer and lrs are
+  unused. Reference ``[train]`` defaults: ``mu = 0`` (no proximal term),
+  ``table_mean = "participants"``, batch 2048, 10 local epochs, 4 negatives.
+* Evaluation is global: the server's C, the user's D_u and head.
 """
 
 from __future__ import annotations
@@ -61,8 +81,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from feddmr_jax.errors import ConfigError
 from feddmr_jax.models.base import ApplyFn, Context, Leaves, Model, ModelParams
+from feddmr_jax.models.checks import check_fields
 
 if TYPE_CHECKING:
     from feddmr_jax.losses import Batch, LossFn, LossTerm
@@ -85,14 +105,10 @@ class FedRAPConfig:
     round_decay: float = 0.97   # lr factor per round (--decay_rate)
 
     def validate(self) -> None:
-        if self.dim <= 0:
-            raise ConfigError(f"model.dim must be positive, got {self.dim}")
-        for name in ("init_scale", "lam", "mu", "lr_network", "lr_args", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("step_decay", "round_decay"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise ConfigError(f"model.{name} must be in (0, 1], got {getattr(self, name)}")
+        check_fields(self, positive=("dim",),
+                     non_negative=("init_scale", "lam", "mu", "lr_network", "lr_args",
+                                   "weight_decay"),
+                     unit_interval=("step_decay", "round_decay"))
 
 
 def _batch_rows(params: ModelParams, items: Array) -> tuple[Array, Array]:

@@ -39,11 +39,19 @@ f65423f; files ``mlp.py``, ``engine.py``, ``train.py``, ``data.py``):
   item view), not the server's aggregated table; a user who never trained uses
   the initial model. Model selection is by validation HR@10.
 
-Not reproduced here: the evaluation with each client's own fine-tuned item table
-(the engine scores with the global table; keeping an ``[I, d]`` copy per client
-would be needed), the shared initial head (the engine initializes each client
-from its own key; give ``init_private`` one key for all clients to match), and
-``BCELoss``'s clamp of ``log`` at -100 (we use the exact BCE on logits).
+In the engine (``feddmr_jax.methods``, entry ``pfedrec``): the local step is
+:func:`pfedrec_local_step`, the reference's ``[train]`` values are the
+defaults (``mu = 0``, ``table_mean = "participants"``, batch 256, 1 epoch, 4
+negatives), and evaluation is *local*: each client's local table also holds
+the rows of its validation and test candidates, and after local training those
+rows are written to its private store (``[U, Cv + Ct, d]``, not ``[U, I, d]``;
+federated/private_store.py), which the evaluator uses instead of the global
+rows. A candidate row the client did not train on holds the global row it
+received in its last round, as in the reference's stored client state.
+
+Not reproduced: the shared initial head (the engine initializes each client
+from its own key), the uploaded-but-unused head bias, and ``BCELoss``'s clamp
+of ``log`` at -100 (we use the exact BCE on logits).
 """
 
 from __future__ import annotations
@@ -55,8 +63,8 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from feddmr_jax.errors import ConfigError
 from feddmr_jax.models.base import ApplyFn, Context, Leaves, Model, ModelParams
+from feddmr_jax.models.checks import check_fields
 
 if TYPE_CHECKING:
     from feddmr_jax.federated.client import LocalStep
@@ -76,11 +84,8 @@ class PFedRecConfig:
     weight_decay: float = 0.0    # SGD weight decay of both steps (--l2_regularization)
 
     def validate(self) -> None:
-        if self.dim <= 0:
-            raise ConfigError(f"model.dim must be positive, got {self.dim}")
-        for name in ("init_scale", "lr", "lr_eta", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}")
+        check_fields(self, positive=("dim",),
+                     non_negative=("init_scale", "lr", "lr_eta", "weight_decay"))
 
 
 def pfedrec_item_lr(num_items: int, lr: float = 0.1, lr_eta: float = 80.0) -> float:

@@ -17,18 +17,35 @@ multiplier ``z`` and expected number of participants ``m = q * N`` (each of the
 4. divides by the *expected* participant count ``m`` (a fixed constant, not the
    realised count, which would leak membership).
 
-:func:`dp_fedavg_aggregate` does steps 1-4. The privacy cost of ``T`` such
+:func:`dp_fedavg_aggregate` does steps 1-4 on a stacked batch; the engine
+clips in its chunk step (federated/parallel.py), sums across chunks and calls
+:func:`noisy_mean` for steps 3-4 once per round. The privacy cost of ``T`` such
 rounds is ``dp_epsilon(z, q, T, delta)`` (:mod:`feddmr_jax.privacy.accounting`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 PyTree = Any
+
+
+class DPSetting(NamedTuple):
+    """User-level DP-FedAvg parameters of a run (the engine's ``dp`` argument).
+
+    Attributes:
+      clip_norm: ``C``: each client's whole update is clipped to L2 norm ``C``.
+      noise_multiplier: ``z``; the sum gets ``N(0, (z * C)^2)`` per coordinate
+        (0: clipping only, no privacy guarantee).
+      expected_clients: ``m = q * N``, the fixed denominator of the mean.
+    """
+
+    clip_norm: float
+    noise_multiplier: float
+    expected_clients: float
 
 
 def global_norm(update: PyTree) -> jax.Array:
@@ -101,6 +118,22 @@ def add_gaussian_noise(tree: PyTree, key: jax.Array, stddev: float | jax.Array) 
     return jax.tree_util.tree_unflatten(treedef, noisy)
 
 
+def noisy_mean(total: PyTree, key: jax.Array, dp: DPSetting) -> PyTree:
+    """Steps 3-4 of a DP-FedAvg round on the sum of clipped updates.
+
+    Args:
+      total: pytree, the sum over participants of their clipped updates (item
+        tables as full ``[num_items, d]`` sums: noise goes on every row).
+      key: PRNG key of this round's noise.
+      dp: clip norm, noise multiplier and expected participant count.
+
+    Returns:
+      ``(total + N(0, (z * C)^2)) / m``, same structure as ``total``.
+    """
+    noisy = add_gaussian_noise(total, key, dp.noise_multiplier * dp.clip_norm)
+    return jax.tree_util.tree_map(lambda x: (x / dp.expected_clients).astype(x.dtype), noisy)
+
+
 def dp_fedavg_aggregate(
     stacked_updates: PyTree,
     key: jax.Array,
@@ -133,6 +166,5 @@ def dp_fedavg_aggregate(
         return jnp.sum(jnp.where(keep, x, jnp.zeros_like(x)), axis=0)
 
     total = jax.tree_util.tree_map(masked_sum, clipped)
-    noisy = add_gaussian_noise(total, key, noise_multiplier * clip_norm)
-    mean = jax.tree_util.tree_map(lambda x: (x / expected_clients).astype(x.dtype), noisy)
+    mean = noisy_mean(total, key, DPSetting(clip_norm, noise_multiplier, expected_clients))
     return mean, norms

@@ -14,6 +14,11 @@ survivors' shares of ``s_dj`` let the server rebuild and remove them
 (:func:`unmask_dropped`). Here ``PRG(s) = scale * N(0, 1)`` drawn by
 ``jax.random.normal``, one key per leaf by ``fold_in(s, leaf_index)``.
 
+Leaves of an unsigned integer dtype are masked in their ring instead
+(``Z_{2^32}`` for ``uint32``): uniform masks, wrapping addition, exact
+cancellation, as in the real protocol; the engine's secure aggregation
+(:mod:`.secure_round`) encodes uploads in fixed point and uses that.
+
 This is a *simulation* for studying the pipeline and its cost: the server
 holds ``base_key`` and could recompute every mask, so it gives no privacy.
 
@@ -56,13 +61,25 @@ def pair_seed(base_key: jax.Array, i: jax.Array | int, j: jax.Array | int) -> ja
     return jax.random.fold_in(jax.random.fold_in(base_key, lo), hi)
 
 
+def _is_ring(x: Any) -> bool:
+    return jnp.issubdtype(x.dtype, jnp.unsignedinteger)
+
+
 def _prg(seed: jax.Array, template: PyTree, scale: float | jax.Array) -> PyTree:
-    """``scale * N(0, 1)`` shaped like ``template``: one float32 stream, split over leaves."""
+    """Masks shaped like ``template``.
+
+    Float leaves: ``scale * N(0, 1)``, one float32 stream split over them.
+    Unsigned-integer leaves (the ring ``Z_{2^bits}``): uniform random bits, leaf
+    ``i`` from ``fold_in(seed, i)``; ``scale`` is not used.
+    """
     leaves, treedef = jax.tree_util.tree_flatten(template)
-    sizes = [math.prod(x.shape) for x in leaves]
+    sizes = [0 if _is_ring(x) else math.prod(x.shape) for x in leaves]
     flat = scale * jax.random.normal(seed, (sum(sizes),), jnp.float32)
     draws, start = [], 0
-    for x, size in zip(leaves, sizes):
+    for i, (x, size) in enumerate(zip(leaves, sizes)):
+        if _is_ring(x):
+            draws.append(jax.random.bits(jax.random.fold_in(seed, i), x.shape, x.dtype))
+            continue
         draws.append(flat[start : start + size].reshape(x.shape).astype(x.dtype))
         start += size
     return jax.tree_util.tree_unflatten(treedef, draws)
@@ -89,20 +106,57 @@ def _stacked_pair_masks(
     Returns:
       Pytree of ``[a, ...]`` masks.
     """
+    a = own_ids.shape[0]
+    return neighbor_masks(own_ids, jnp.broadcast_to(other_ids, (a,) + other_ids.shape),
+                          jnp.broadcast_to(other_valid, (a,) + other_valid.shape),
+                          base_key, template, scale)
+
+
+def neighbor_masks(
+    own_ids: jax.Array,
+    partner_ids: jax.Array,
+    partner_valid: jax.Array,
+    base_key: jax.Array,
+    template: PyTree,
+    scale: float | jax.Array,
+) -> PyTree:
+    """Each client's mask against its own partner list (a sparse masking graph).
+
+    With a symmetric graph (``j`` is a partner of ``i`` iff ``i`` is one of
+    ``j``'s), the masks of all graph members sum to zero, as in Bell et al.
+    2020 ("Secure single-server aggregation with (poly)logarithmic overhead").
+
+    Args:
+      own_ids: ``[a]`` int32 ids.
+      partner_ids: ``[a, k]`` int32 ids of each client's partners.
+      partner_valid: ``[a, k]`` bool, False = no partner in this slot.
+      base_key: masking key of the round.
+      template: pytree of one update (shapes and dtypes, no client axis);
+        unsigned-integer leaves are masked in their ring (wrapping addition,
+        uniform masks: exact cancellation), float leaves with Gaussian masks.
+      scale: standard deviation of the float masks.
+
+    Returns:
+      Pytree of ``[a, ...]`` masks ``sum_j sign(j - i) * PRG(s_ij)``.
+    """
     zeros = jax.tree_util.tree_map(jnp.zeros_like, template)
 
-    def one_client(i: jax.Array) -> PyTree:
+    def signed(sign: jax.Array, d: jax.Array) -> jax.Array:
+        zero = jnp.zeros((), d.dtype)
+        return jnp.where(sign > 0, d, jnp.where(sign < 0, zero - d, zero))
+
+    def one_client(i: jax.Array, partners: jax.Array, valid: jax.Array) -> PyTree:
         def step(acc: PyTree, partner: tuple[jax.Array, jax.Array]) -> tuple[PyTree, None]:
             j, use = partner
             sign = jnp.where(use, jnp.sign(j - i), 0)
             draw = _prg(pair_seed(base_key, i, j), template, scale)
-            acc = jax.tree_util.tree_map(lambda a, d: a + (sign * d).astype(a.dtype), acc, draw)
+            acc = jax.tree_util.tree_map(lambda a, d: a + signed(sign, d), acc, draw)
             return acc, None
 
-        total, _ = jax.lax.scan(step, zeros, (other_ids, other_valid))
+        total, _ = jax.lax.scan(step, zeros, (partners, valid))
         return total
 
-    return jax.vmap(one_client)(own_ids)
+    return jax.vmap(one_client)(own_ids, partner_ids, partner_valid)
 
 
 def _first_row(stacked: PyTree) -> PyTree:

@@ -1,0 +1,147 @@
+"""The stacked private store: every client's private params, read and written by rows.
+
+The store is a :class:`~feddmr_jax.models.base.Leaves` whose leaves all have the
+client axis first (``[U, ...]``):
+
+* ``dense`` leaves (user embeddings, personal heads) are read and written per
+  client;
+* ``tables`` leaves are item-indexed private tables ``[U, I, d]`` (FedRAP's item
+  personality). In sparse mode a client reads only the rows of its local table
+  (``store[u, rows]``) and writes back only the rows it used, exactly as shared
+  tables are gathered and scatter-added; no ``[I, d]`` copy per client is made.
+  The store itself holds ``U x I x d`` values: :func:`check_store_size` refuses
+  a store above a bound instead of running out of memory halfway through.
+* ``dense[EVAL_VIEW]`` (only for methods evaluated with their *local* item
+  tables, such as PFedRec): ``{table: [U, M, d]}``, the rows of each client's
+  ``M`` evaluation candidates (validation then test) in its own item table
+  after its last local training. Clients write it after training; the
+  evaluator scores with it instead of the global rows. It is not a model
+  parameter: the engine strips it before local training and the model never
+  sees it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from feddmr_jax.errors import ConfigError
+from feddmr_jax.models.base import Leaves, Model
+
+Array = jax.Array
+
+EVAL_VIEW = "eval_view"
+
+
+class PrivateStoreTooLarge(ConfigError):
+    """The private store of every client would exceed the configured bound."""
+
+
+def split_view(private: Leaves) -> tuple[Leaves, dict[str, Array] | None]:
+    """``(model params, evaluation view or None)`` of one client's (or the store's) private half."""
+    if EVAL_VIEW not in private.dense:
+        return private, None
+    dense = {k: v for k, v in private.dense.items() if k != EVAL_VIEW}
+    return Leaves(private.tables, dense), private.dense[EVAL_VIEW]
+
+
+def attach_view(private: Leaves, view: dict[str, Array]) -> Leaves:
+    """``private`` with the evaluation view added (see the module docstring)."""
+    if EVAL_VIEW in private.dense:
+        raise ValueError(f"private params already hold {EVAL_VIEW!r}")
+    return Leaves(private.tables, {**private.dense, EVAL_VIEW: view})
+
+
+def init_view(shared: Leaves, eval_items: np.ndarray) -> dict[str, Array]:
+    """Initial view: the initial global rows of every client's candidates.
+
+    Args:
+      shared: initial global shared params.
+      eval_items: ``[U, M]`` candidate item ids of every client.
+
+    Returns:
+      ``{table: [U, M, d]}`` for every shared table.
+    """
+    ids = jnp.asarray(eval_items)
+    return {name: table[ids] for name, table in shared.tables.items()}
+
+
+def gather_clients(store: Leaves, client_ids: Array, rows: Array | None) -> Leaves:
+    """Private params of some clients.
+
+    Args:
+      store: the stacked store.
+      client_ids: ``[C]`` (or a scalar) client ids.
+      rows: ``[C, L]`` (or ``[L]``) global item rows to read from private
+        tables; None reads whole tables.
+
+    Returns:
+      Dense leaves ``[C, ...]``; tables ``[C, L, d]`` (``[C, I, d]`` for None).
+    """
+    dense = jax.tree.map(lambda s: s[client_ids], store.dense)
+    if rows is None:
+        tables = {k: t[client_ids] for k, t in store.tables.items()}
+    else:
+        ids = jnp.asarray(client_ids)[..., None]
+        tables = {k: t[ids, rows] for k, t in store.tables.items()}
+    return Leaves(tables, dense)
+
+
+def write_clients(store: Leaves, private: Leaves, target: Array, rows: Array | None,
+                  row_mask: Array | None) -> Leaves:
+    """Writes stacked client results into the store.
+
+    Args:
+      store: the stacked store (donated by the callers).
+      private: ``[C, ...]`` new private params (tables ``[C, L, d]`` at ``rows``,
+        or whole ``[C, I, d]`` when ``rows`` is None).
+      target: ``[C]`` client ids; out-of-range ids (padding, rejected updates)
+        are dropped.
+      rows: ``[C, L]`` global rows of the private table rows, or None.
+      row_mask: ``[C, L]`` rows to write (the others are dropped).
+    """
+    dense = jax.tree.map(lambda s, p: s.at[target].set(p, mode="drop"),
+                         store.dense, private.dense)
+    if rows is None:
+        tables = {k: t.at[target].set(private.tables[k], mode="drop")
+                  for k, t in store.tables.items()}
+    else:
+        tables = {}
+        for k, t in store.tables.items():
+            cols = jnp.where(row_mask, rows, t.shape[1])        # masked rows: dropped
+            tables[k] = t.at[target[:, None], cols].set(private.tables[k], mode="drop")
+    return Leaves(tables, dense)
+
+
+def store_bytes(model: Model, num_clients: int, view_rows: int = 0) -> int:
+    """Bytes of the private store: ``U x`` (one client's private params + view rows)."""
+    private = jax.eval_shape(model.init_private, jax.random.key(0))
+    per_client = sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(private))
+    if view_rows:
+        shared = jax.eval_shape(model.init_shared, jax.random.key(0))
+        per_client += sum(view_rows * math.prod(t.shape[1:]) * t.dtype.itemsize
+                          for t in shared.tables.values())
+    return num_clients * per_client
+
+
+def check_store_size(model: Model, num_clients: int, view_rows: int, limit_gb: float,
+                     field: str = "train.max_private_gb") -> int:
+    """Raises :class:`PrivateStoreTooLarge` when the store would exceed ``limit_gb`` GiB.
+
+    Returns:
+      The store's size in bytes.
+    """
+    size = store_bytes(model, num_clients, view_rows)
+    if size > limit_gb * 2**30:
+        private: Any = jax.eval_shape(model.init_private, jax.random.key(0))
+        tables = ", ".join(f"{k} {tuple(v.shape)}" for k, v in private.tables.items())
+        detail = f" (per-client private tables: {tables})" if tables else ""
+        raise PrivateStoreTooLarge(
+            f"model {model.name!r}: the private store of {num_clients} clients would take "
+            f"{size / 2**30:.1f} GiB{detail}, above {field} = {limit_gb:g} GiB; use a smaller "
+            f"model.dim or dataset, or raise {field} if the machine has the memory")
+    return size
