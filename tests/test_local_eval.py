@@ -1,0 +1,165 @@
+"""PFedRec in the engine: the two-pass local step through build_algorithm, and
+evaluation with each client's own locally updated item table (its evaluation view).
+
+The reference (Zhangcx19/IJCAI-23-PFedRec, engine.py ``fed_evaluate``) scores a
+user's candidates with the item table and head the user had right after its
+last local training, not with the server's aggregated table. These tests redo
+that computation by hand in numpy, one client at a time, and compare.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from feddmr_jax import config as config_lib
+from feddmr_jax.evaluate import score_user
+from feddmr_jax.federated.private_store import EVAL_VIEW
+from feddmr_jax.federated.rounds import plan_round
+from feddmr_jax.metrics import mean_metrics, ranking_metrics
+from feddmr_jax.models.pfedrec import pfedrec_item_lr
+from feddmr_jax.train import build_experiment, evaluate_state, run_round
+
+from engine_helpers import copy_tree, max_abs_diff
+
+RAW = {"data": {"dataset": "synthetic", "synthetic_users": 20, "synthetic_items": 40,
+                "synthetic_interactions": 8.0, "eval_negatives": 10},
+       # One batch per client (batch >= every client's padded examples): the
+       # minibatch order cannot matter, so numpy needs no shuffling.
+       "train": {"model": "pfedrec", "rounds": 2, "batch_size": 512, "chunk_size": 8},
+       "model": {"dim": 4}}
+
+
+def _config(**train) -> config_lib.RunConfig:
+    raw = {**RAW, "train": {**RAW["train"], **train}}
+    return config_lib.build_config(raw)
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def numpy_client_round(table, w, b, items, labels, head_lr, item_lr):
+    """The reference's batch on all of one client's examples: head SGD, then items SGD."""
+    table, w, b = (np.array(x, np.float64) for x in (table, w, b))
+    n = len(items)
+    rows = table[items]
+    g = (sigmoid(rows @ w + b) - labels) / n
+    w, b = w - head_lr * (g[:, None] * rows).sum(0), b - head_lr * g.sum()
+    g = (sigmoid(rows @ w + b) - labels) / n
+    grad = np.zeros_like(table)
+    np.add.at(grad, items, g[:, None] * w[None, :])
+    return table - item_lr * grad, w, b
+
+
+@pytest.fixture(scope="module")
+def one_round():
+    cfg = _config()
+    exp = build_experiment(cfg)
+    state = exp.algorithm.init(exp.keys["init"])
+    before = copy_tree(state)
+    state, _ = run_round(exp, state, 1)
+    return exp, before, state
+
+
+def _client_examples(exp, user, round_index):
+    for chunk in plan_round(exp.planner, np.arange(exp.split.num_users), round_index):
+        hit = np.flatnonzero((chunk.client_ids == user) & chunk.client_mask)
+        if hit.size:
+            c = hit[0]
+            keep = chunk.mask[c]
+            return chunk.items[c][keep], chunk.labels[c][keep]
+    raise AssertionError(f"client {user} not in round {round_index}")
+
+
+def _hand_views(exp, before):
+    """Per user: (numpy table after its local round, head w, head b)."""
+    cfg = exp.cfg.model
+    table0 = np.asarray(before.shared.tables["items"])
+    item_lr = pfedrec_item_lr(exp.split.num_items, cfg.lr, cfg.lr_eta)
+    out = []
+    for u in range(exp.split.num_users):
+        items, labels = _client_examples(exp, u, 1)
+        head = before.private_store.dense["head"]
+        out.append(numpy_client_round(table0, head["w"][u], head["b"][u], items, labels,
+                                      cfg.lr, item_lr))
+    return out
+
+
+def test_view_and_head_match_hand_computation(one_round):
+    exp, before, state = one_round
+    view = np.asarray(state.private_store.dense[EVAL_VIEW]["items"])
+    cands = np.concatenate([exp.val_set.candidates, exp.test_set.candidates], axis=1)
+    assert view.shape == (exp.split.num_users, cands.shape[1], exp.cfg.model.dim)
+    for u, (table, w, b) in enumerate(_hand_views(exp, before)):
+        np.testing.assert_allclose(view[u], table[cands[u]], rtol=2e-4, atol=2e-4)
+        np.testing.assert_allclose(state.private_store.dense["head"]["w"][u], w,
+                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(state.private_store.dense["head"]["b"][u], b,
+                                   rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_evaluation_scores_with_the_local_table(one_round, split):
+    exp, before, state = one_round
+    eval_set = getattr(exp, f"{split}_set")
+    offset = 0 if split == "val" else exp.val_set.candidates.shape[1]
+    hand = _hand_views(exp, before)
+    scores = np.stack([table[eval_set.candidates[u]] @ w + b
+                       for u, (table, w, b) in enumerate(hand)])
+    for u in (0, 7):
+        got = score_user(exp.model, state.shared, state.private_store, np.int32(u),
+                         eval_set.candidates[u], exp.planner.history[u],
+                         exp.planner.history_mask[u], offset, by_rows=True)
+        np.testing.assert_allclose(got, scores[u], rtol=2e-4, atol=2e-4)
+    expected = mean_metrics(ranking_metrics(scores.astype(np.float32), eval_set.labels,
+                                            eval_set.mask))
+    got = evaluate_state(exp, state, eval_set)
+    for name in ("hr@10", "ndcg@10", "auc"):
+        assert got[name] == pytest.approx(expected[name], abs=1e-6), name
+    # ... which is not what the server's aggregated table gives.
+    table = np.asarray(state.shared.tables["items"])
+    heads = state.private_store.dense["head"]
+    global_scores = np.stack([table[eval_set.candidates[u]] @ np.asarray(heads["w"][u])
+                              + float(heads["b"][u]) for u in range(exp.split.num_users)])
+    assert np.max(np.abs(global_scores - scores)) > 1e-2
+
+
+def test_view_starts_at_the_initial_global_rows(one_round):
+    exp, before, _ = one_round
+    cands = np.concatenate([exp.val_set.candidates, exp.test_set.candidates], axis=1)
+    np.testing.assert_array_equal(before.private_store.dense[EVAL_VIEW]["items"],
+                                  np.asarray(before.shared.tables["items"])[cands])
+
+
+def test_server_averages_the_item_table_over_participants(one_round):
+    """table_mean = participants (the reference's mean of full tables): every client
+    brings its table; untouched rows are the broadcast ones."""
+    exp, before, state = one_round
+    table0 = np.asarray(before.shared.tables["items"], np.float64)
+    mean = np.mean([t for t, _, _ in _hand_views(exp, before)], axis=0)
+    np.testing.assert_allclose(state.shared.tables["items"], mean, rtol=2e-4, atol=2e-4)
+    assert np.max(np.abs(mean - table0)) > 1e-3
+
+
+def test_sparse_equals_dense():
+    results = []
+    for sparse in (True, False):
+        exp = build_experiment(_config(sparse=sparse, batch_size=16))
+        state = exp.algorithm.init(exp.keys["init"])
+        for r in (1, 2):
+            state, _ = run_round(exp, state, r)
+        results.append((state, evaluate_state(exp, state, exp.test_set)))
+    (sparse, m_sparse), (dense, m_dense) = results
+    assert max_abs_diff(sparse.shared, dense.shared) < 1e-3      # item lr ~ 1e4: relative
+    assert max_abs_diff(sparse.private_store, dense.private_store) < 1e-3
+    assert m_sparse == pytest.approx(m_dense, abs=1e-6)
+
+
+def test_local_evaluation_refuses_a_foreign_eval_set(one_round):
+    exp, _, state = one_round
+    other = dataclasses.replace(exp.val_set)
+    with pytest.raises(ValueError, match="val_set and test_set"):
+        evaluate_state(exp, state, other)
