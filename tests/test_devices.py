@@ -1,0 +1,105 @@
+"""The client axis sharded over devices gives the single-device result.
+
+8 CPU devices are forced with ``XLA_FLAGS`` in a subprocess (the flag must be
+set before JAX starts, and this test process already started it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from feddmr_jax.federated.devices import client_mesh, mesh_size, replicate, shard_clients
+from feddmr_jax.federated.rounds import build_planner
+from feddmr_jax.train import build_experiment
+from feddmr_jax.data import positives_csr, train_csr
+
+from engine_helpers import tiny_config
+
+TESTS = Path(__file__).parent
+
+
+def _run_script(name: str, *args: str, env_extra: dict | None = None, timeout: int = 600):
+    env = dict(os.environ, **(env_extra or {}))
+    proc = subprocess.run([sys.executable, str(TESTS / "scripts" / name), *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_eight_cpu_devices_match_one():
+    out = _run_script("sharded_round.py", str(TESTS),
+                      env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    assert out["devices"] == 8
+    assert out["chunk_devices"] == 8 and out["chunk_clients"] % 8 == 0
+    assert out["store_devices"] == 8            # replicated state on the mesh
+    assert out["shared_norm"] > 0
+    # Same computation, different summation order of the all-reduce.
+    assert out["shared_diff"] < 1e-5
+    assert out["private_diff"] < 1e-5
+    assert out["loss_diff"] < 1e-5
+    assert out["val_diff"] < 1e-6
+
+
+def test_one_device_has_no_mesh():
+    assert client_mesh(jax.devices()[:1]) is None
+    assert mesh_size(None) == 1
+    tree = {"a": np.ones(3)}
+    assert replicate(tree, None) is tree and shard_clients(tree, None) is tree
+
+
+def test_planner_pads_chunks_to_a_multiple_of_the_devices():
+    exp = build_experiment(tiny_config())
+    train, exclude = train_csr(exp.split), positives_csr(exp.split)
+    for devices in (1, 3, 8):
+        planner = build_planner(train, exclude, history_len=4, num_negatives=4,
+                                batch_size=16, chunk_size=4, seed=0, devices=devices)
+        sizes = set(planner.clients_per_chunk.values())
+        assert all(c % devices == 0 for c in sizes), (devices, sizes)
+        assert all(c <= -(-4 // devices) * devices for c in sizes)
+    with pytest.raises(ValueError, match="devices"):
+        build_planner(train, exclude, history_len=4, num_negatives=4, batch_size=16,
+                      chunk_size=4, seed=0, devices=0)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_give_the_one_process_aggregate(tmp_path):
+    """jax.distributed over 127.0.0.1: 2 processes x 1 CPU device each."""
+    script = str(TESTS / "scripts" / "distributed_round.py")
+    port = str(_free_port())
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    two, one = tmp_path / "two.npz", tmp_path / "one.npz"
+    runs = [(two, str(pid), "2") for pid in (0, 1)] + [(one, "0", "1")]  # all at once
+    procs = [subprocess.Popen([sys.executable, script, str(TESTS), str(out), pid, n, port],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for out, pid, n in runs]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    a, b = np.load(two), np.load(one)
+    assert int(a["processes"]) == 2 and int(a["devices"]) == 2
+    assert int(b["processes"]) == 1
+    assert int(a["accepted"]) == int(b["accepted"]) > 0
+    assert float(b["moved"]) > 1e-4            # the round changed the global params
+    params = [k for k in a.files if k.startswith(".")]
+    assert params and set(params) == {k for k in b.files if k.startswith(".")}
+    for k in params:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-5)
+    # Evaluation of the replicated state works across processes too.
+    np.testing.assert_allclose(a["val_hr"], b["val_hr"], atol=1e-9)
+    np.testing.assert_allclose(a["val_auc"], b["val_auc"], atol=1e-6)
