@@ -34,7 +34,7 @@ from feddmr_jax.federated.client import LocalStep, gradient_step
 from feddmr_jax.federated.devices import client_mesh, mesh_size
 from feddmr_jax.federated.faults import assign_faults
 from feddmr_jax.federated.private_store import check_store_size
-from feddmr_jax.federated.rounds import RoundPlanner, build_planner, plan_round
+from feddmr_jax.federated.rounds import RoundPlanner, build_planner, iter_round
 from feddmr_jax.federated.sampling import participants_per_round, sample_clients
 from feddmr_jax.losses import LossTerm, bce, compose, l2, proximal
 from feddmr_jax.methods import Method, get_method, uses_dropout
@@ -180,7 +180,7 @@ def run_round(exp: Experiment, state: FedState, round_index: int):
                                   exp.split.num_users, exp.clients_per_round)
     faults = assign_faults(participants, round_index, exp.cfg.train.seed,
                            exp.cfg.train.faults())
-    chunks = plan_round(exp.planner, faults.participants, round_index,
+    chunks = iter_round(exp.planner, faults.participants, round_index,
                         update_scale=faults.update_scale, update_nan=faults.update_nan)
     noise_key, masks = round_privacy(exp.privacy, round_index, participants, faults.dropped)
     state, stats = exp.algorithm.apply(state, chunks,

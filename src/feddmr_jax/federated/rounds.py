@@ -17,6 +17,7 @@ chunking, sharding or the per-client loop.
 from __future__ import annotations
 
 import dataclasses
+from typing import Iterator
 
 import numpy as np
 
@@ -127,7 +128,23 @@ def _examples(planner: RoundPlanner, clients: np.ndarray, round_index: int):
 def plan_round(planner: RoundPlanner, participants: np.ndarray, round_index: int, *,
                update_scale: np.ndarray | None = None,
                update_nan: np.ndarray | None = None) -> list[ChunkData]:
-    """The chunks of one round (numpy arrays), grouped by shape class.
+    """The chunks of one round as a list (see :func:`iter_round`)."""
+    return list(iter_round(planner, participants, round_index,
+                           update_scale=update_scale, update_nan=update_nan))
+
+
+def iter_round(planner: RoundPlanner, participants: np.ndarray, round_index: int, *,
+               update_scale: np.ndarray | None = None,
+               update_nan: np.ndarray | None = None) -> Iterator[ChunkData]:
+    """The chunks of one round (numpy arrays), grouped by shape class, packed lazily.
+
+    The round's examples (positives and freshly drawn negatives) are drawn for
+    every participant up front, so the draws do not depend on how the chunks
+    are consumed; each chunk's padded arrays are built only when it is
+    reached. The training loop therefore never holds more than one packed
+    chunk (host memory stays bounded by the chunk size, not the number of
+    participants), and packing the next chunk on the host overlaps with the
+    device training the previous one (JAX dispatches asynchronously).
 
     Args:
       planner: from :func:`build_planner`.
@@ -143,7 +160,6 @@ def plan_round(planner: RoundPlanner, participants: np.ndarray, round_index: int
         update_nan = np.zeros(len(participants), bool)
     ex_indptr, values, lengths = _examples(planner, participants, round_index)
     widths = planner.width[participants]
-    chunks = []
     for w in sorted(set(widths.tolist())):
         pos = np.flatnonzero(widths == w)
         per = planner.clients_per_chunk[w]
@@ -155,7 +171,7 @@ def plan_round(planner: RoundPlanner, participants: np.ndarray, round_index: int
             mask[len(sel):] = False
             labels = (np.arange(w)[None, :] < lengths[sel_padded][:, None]) & mask
             ids = participants[sel_padded]
-            chunks.append(ChunkData(
+            yield ChunkData(
                 client_ids=ids.astype(np.int32),
                 client_mask=np.arange(per) < len(sel),
                 items=items.astype(np.int32), labels=labels.astype(np.float32),
@@ -166,5 +182,4 @@ def plan_round(planner: RoundPlanner, participants: np.ndarray, round_index: int
                 slot=np.where(np.arange(per) < len(sel), sel_padded,
                               len(participants)).astype(np.int32),
                 eval_items=None if planner.eval_items is None else planner.eval_items[ids],
-                round_index=np.full(per, round_index, np.int32)))
-    return chunks
+                round_index=np.full(per, round_index, np.int32))
