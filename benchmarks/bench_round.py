@@ -60,14 +60,11 @@ MODEL_CONFIGS: dict[str, Callable[[RunConfig], RunConfig]] = {
     # The light model until PFedRec is wired in: FedDMR without the attention
     # layers (user embedding and item row straight into the MLP head).
     "feddmr_no_attention": lambda cfg: _common.replace(cfg, model={"attention": False}),
-    # TODO(pfedrec): models/pfedrec.py has build_pfedrec and pfedrec_local_step,
-    # but build_experiment neither registers the model (models.MODELS) nor passes
-    # local_step=pfedrec_local_step(...) to build_algorithm. Once it does, add:
-    #   "pfedrec": lambda cfg: _common.replace(
-    #       cfg, train={"model": "pfedrec", "optimizer": "sgd", "mu": 0.0,
-    #                   "table_mean": "participants"}),
+    # PFedRec with its reference [train] values (methods.py); apply_overrides retypes [model].
+    "pfedrec": lambda cfg: _common.with_overrides(
+        cfg, train={"model": "pfedrec", "mu": 0.0, "table_mean": "participants"}),
 }
-DEFAULT_MODELS = "feddmr,feddmr_no_attention"
+DEFAULT_MODELS = "feddmr,pfedrec,feddmr_no_attention"
 
 
 def base_config(args: argparse.Namespace) -> RunConfig:
