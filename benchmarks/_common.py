@@ -8,6 +8,7 @@ object as the last stdout line).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -39,6 +40,22 @@ def default_data_dir() -> str:
         if folder.is_dir():
             return str(folder)
     return str(ROOT.parent / "shared" / "data")
+
+
+def arg_parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's parser: first docstring line as description, the rest as epilog."""
+    return argparse.ArgumentParser(description=doc.splitlines()[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog="\n".join(doc.splitlines()[1:]))
+
+
+def add_round_source_args(p: argparse.ArgumentParser) -> None:
+    """--dataset, --data-dir, --clients-per-round, --one-class (bench_round, bench_flops)."""
+    p.add_argument("--dataset", default="ml-100k", help="dataset (default ml-100k)")
+    p.add_argument("--data-dir", default=default_data_dir())
+    p.add_argument("--clients-per-round", type=int, default=None, help="default: all clients")
+    p.add_argument("--one-class", type=int, default=None, metavar="K",
+                   help="train only K fixed clients of the most populous shape class")
 
 
 def default_out(name: str) -> str:

@@ -210,19 +210,13 @@ def bench_model(cfg, args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[1:]))
+    p = _common.arg_parser(__doc__)
     p.add_argument("--quick", action="store_true",
                    help="feddmr only, --one-class 64, 1 timed round, short peak")
     p.add_argument("--models", default=None,
                    help=f"comma-separated, from {', '.join(MODEL_CONFIGS)} "
                         f"(default {DEFAULT_MODELS}; quick feddmr)")
-    p.add_argument("--dataset", default="ml-100k")
-    p.add_argument("--data-dir", default=_common.default_data_dir())
-    p.add_argument("--clients-per-round", type=int, default=None, help="default: all clients")
-    p.add_argument("--one-class", type=int, default=None, metavar="K",
-                   help="only K fixed clients of the most populous shape class")
+    _common.add_round_source_args(p)
     p.add_argument("--rounds", type=int, default=None, help="timed rounds (default 2; quick 1)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--model-args", default="", help="model config overrides (all models)")

@@ -179,21 +179,15 @@ def bench_model(cfg: RunConfig, args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[1:]))
+    p = _common.arg_parser(__doc__)
     p.add_argument("--quick", action="store_true",
                    help="--one-class 128 and 2 timed rounds (a CPU smoke check)")
     p.add_argument("--models", default=DEFAULT_MODELS,
                    help=f"comma-separated, from {', '.join(MODEL_CONFIGS)} "
                         f"(default {DEFAULT_MODELS})")
-    p.add_argument("--dataset", default="ml-100k", help="dataset (default ml-100k)")
-    p.add_argument("--data-dir", default=_common.default_data_dir())
+    _common.add_round_source_args(p)
     p.add_argument("--rounds", type=int, default=None, help="timed rounds (default 3; quick 2)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (compilation)")
-    p.add_argument("--clients-per-round", type=int, default=None, help="default: all clients")
-    p.add_argument("--one-class", type=int, default=None, metavar="K",
-                   help="train only K fixed clients of the most populous shape class")
     p.add_argument("--loop-clients", type=int, default=None,
                    help="time the loop on about this many participants and scale")
     p.add_argument("--skip-loop", action="store_true", help="engine only")

@@ -153,9 +153,7 @@ def flatness(results: list[dict]) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[1:]))
+    p = _common.arg_parser(__doc__)
     p.add_argument("--quick", action="store_true",
                    help=f"sizes {QUICK_SIZES}, {QUICK_ITEMS} items, {QUICK_MODEL_ARGS}, "
                         "1 timed round")
