@@ -37,23 +37,24 @@ def test_loo_hand_example(caplog):
         split = split_interactions(_inter(HAND), "loo")
     assert split.dropped_users == 1 and "dropped 1 of 3 users" in caplog.text
     assert list(split.user_ids) == [1, 3] and split.num_users == 2 and split.num_items == 5
-    # user 1: t=5 tie broken by item id: 30 before 40, so 40 is the latest
-    assert _items(split.test, split, 1) == [40] and _items(split.val, split, 1) == [30]
+    # user 1: t=5 tie broken by file row: 30 comes after 40, so 30 is the latest
+    assert _items(split.test, split, 1) == [30] and _items(split.val, split, 1) == [40]
     assert _items(split.train, split, 1) == [10, 20]
     assert _items(split.test, split, 3) == [50] and _items(split.val, split, 3) == [20]
     assert _items(split.train, split, 3) == [10]
     for part in (split.train, split.val, split.test):
         assert list(part.columns) == ["user", "item", "timestamp", "rating"]
-        assert part.equals(part.sort_values(["user", "timestamp", "item"]))
+        assert part.equals(part.sort_values(["user", "timestamp"], kind="stable"))
 
 
-def test_loo_is_deterministic_under_row_order():
+def test_row_tie_break_follows_the_row_order():
+    """Reversing the rows swaps which of user 1's tied items is held out; nothing else moves."""
     inter = _inter(HAND)
-    shuffled = inter.table.sample(frac=1.0, random_state=3).reset_index(drop=True)
-    other = Interactions("hand", shuffled, inter.user_ids, inter.item_ids)
-    a, b = split_interactions(inter), split_interactions(other)
-    for pa, pb in ((a.train, b.train), (a.val, b.val), (a.test, b.test)):
-        pd.testing.assert_frame_equal(pa.reset_index(drop=True), pb.reset_index(drop=True))
+    flipped = inter.table.iloc[::-1].reset_index(drop=True)
+    other = Interactions("hand", flipped, inter.user_ids, inter.item_ids)
+    split = split_interactions(other)
+    assert _items(split.test, split, 1) == [40] and _items(split.val, split, 1) == [30]
+    assert _items(split.test, split, 3) == [50] and _items(split.val, split, 3) == [20]
 
 
 @pytest.mark.parametrize("n, expected", [(3, (1, 1, 1)), (4, (2, 1, 1)), (10, (8, 1, 1)),

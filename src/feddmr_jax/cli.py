@@ -39,6 +39,12 @@ _TRAIN_FLAGS = {
     "--data-dir": ("data", "data_dir", str, "folder with the dataset files"),
     "--data-path": ("data", "data_path", str, "file for amazon-video / csv"),
     "--split": ("data", "split", str, "loo or ratio"),
+    "--tie-break": ("data", "tie_break", str,
+                    "order among equal timestamps: row (file order) or random (seeded)"),
+    "--train-negatives": ("data", "train_negatives", str,
+                          "strict (avoid training positives) or reference (also val/test; leaky)"),
+    "--eval-mode": ("train", "eval_mode", str,
+                    "default (the method's), global or local (docs/protocol.md)"),
     "--model": ("train", "model", str,
                 "feddmr, fedmf, fedncf, pfedrec or fedrap (its reference [train] values "
                 "are the defaults: see feddmr_jax/methods.py)"),
@@ -217,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats = data_sub.add_parser("stats", help="print dataset and split statistics")
     _add_data_source_args(stats)
     stats.add_argument("--split", default="loo", choices=("loo", "ratio"))
+    stats.add_argument("--tie-break", default="row", choices=("row", "random"),
+                       help="order among equal timestamps: file row or seeded random")
+    stats.add_argument("--seed", type=int, default=0, help="seed of --tie-break random")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     stats.add_argument("--debug", action="store_true", help="show tracebacks")
 

@@ -44,6 +44,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+# train.eval_mode values (None and "default": the method's own, feddmr_jax.methods).
+EVAL_MODE_CHOICES = (None, "default", "global", "local")
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     dataset: str = "synthetic"          # ml-100k, ml-1m, lastfm-2k, amazon-video, csv, synthetic
@@ -52,10 +56,22 @@ class DataConfig:
     split: str = "loo"                  # loo (leave-one-out) or ratio (80/10/10 by time)
     eval_negatives: int = 99            # sampled negatives per user (loo)
     eval_seed: int = 0                  # seed of the fixed evaluation negatives
+    tie_break: str = "row"              # equal timestamps: row (later file row is later) or random (data.seed)
+    seed: int = 0                       # seed of tie_break random and of untimed data's hold-out (lastfm)
+    train_negatives: str = "strict"     # strict: avoid train positives; reference: also val/test (leaky)
     synthetic_users: int = 300          # synthetic dataset: users
     synthetic_items: int = 500          # synthetic dataset: items
     synthetic_interactions: float = 15.0  # synthetic dataset: mean interactions per user
     synthetic_seed: int = 0             # synthetic dataset: generator seed
+
+    def validate(self) -> None:
+        if self.split not in ("loo", "ratio"):
+            raise ConfigError(f"data.split must be loo or ratio, got {self.split!r}")
+        if self.tie_break not in ("row", "random"):
+            raise ConfigError(f"data.tie_break must be row or random, got {self.tie_break!r}")
+        if self.train_negatives not in ("strict", "reference"):
+            raise ConfigError("data.train_negatives must be strict or reference, "
+                              f"got {self.train_negatives!r}")
 
     def load_options(self) -> dict:
         """Loader options of the chosen dataset."""
@@ -92,6 +108,7 @@ class TrainConfig:
     eval_every: int = 1                 # evaluate every k rounds (and at the last round)
     patience: int | None = None         # stop after this many evaluations without improvement
     select_metric: str = "hr@10"        # validation metric for model selection
+    eval_mode: str | None = None        # default (method's own), global, or local (model after local training)
     seed: int = 0                       # master seed (init, sampling, negatives, shuffling)
     fault_nan: float = 0.0              # fault injection: fraction of sampled clients uploading NaN
     fault_scale: float = 0.0            # fault injection: fraction uploading a scaled update
@@ -133,10 +150,14 @@ class TrainConfig:
             raise ConfigError(f"train.mu must be >= 0, got {self.mu}")
         if self.l2 < 0:
             raise ConfigError(f"train.l2 must be >= 0, got {self.l2}")
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr must be positive, got {self.lr}")
-        if self.embedding_lr is not None and self.embedding_lr <= 0:
-            raise ConfigError(f"train.embedding_lr must be positive, got {self.embedding_lr}")
+        # 0 is allowed: a frozen model, for protocol checks (local = global evaluation).
+        if self.lr < 0:
+            raise ConfigError(f"train.lr must be >= 0, got {self.lr}")
+        if self.embedding_lr is not None and self.embedding_lr < 0:
+            raise ConfigError(f"train.embedding_lr must be >= 0, got {self.embedding_lr}")
+        if self.eval_mode not in EVAL_MODE_CHOICES:
+            raise ConfigError(f"train.eval_mode must be default, global or local, "
+                              f"got {self.eval_mode!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"train.optimizer must be adam or sgd, got {self.optimizer!r}")
         if self.weighting not in ("uniform", "examples"):
@@ -205,8 +226,7 @@ class RunConfig:
     train: TrainConfig = TrainConfig()
 
     def validate(self) -> None:
-        if self.data.split not in ("loo", "ratio"):
-            raise ConfigError(f"data.split must be loo or ratio, got {self.data.split!r}")
+        self.data.validate()
         expected = model_config_class(self.train.model)
         if type(self.model) is not expected:
             raise ConfigError(

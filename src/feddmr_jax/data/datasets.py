@@ -122,7 +122,8 @@ def load_lastfm_2k(data_dir: PathLike | None = None, *, path: PathLike | None = 
                    remotes: Mapping[str, fetch_lib.Remote] | None = None) -> Interactions:
     """Loads HetRec 2011 Last.fm 2K (``user_artists.dat``); arguments as :func:`load_ml_100k`.
 
-    Timestamps are file positions (see :func:`formats.parse_lastfm_2k`).
+    No timestamps: the split holds out seeded random interactions
+    (see :func:`formats.parse_lastfm_2k`).
 
     Returns:
       1,892 users, 17,632 artists, 92,834 pairs for the official file.

@@ -57,9 +57,10 @@ def parse_ml_1m(path: Path) -> Interactions:
 def parse_lastfm_2k(path: Path) -> Interactions:
     """Parses HetRec 2011 Last.fm ``user_artists.dat`` (header ``userID artistID weight``).
 
-    The file has no timestamps. To keep splits deterministic, the timestamp of a
-    row is its position among the data rows of the file (0 for the first row
-    after the header, then 1, 2, ...): "latest" means "later in the file".
+    The file has no timestamps (it is sorted by user, then artist id): the
+    interactions are marked ``has_timestamps=False`` and the split holds out
+    seeded random interactions (data/splits.py); the ``timestamp`` column holds
+    the row position among the data rows (0 for the first row after the header).
     The rating is the listening count (``weight``).
 
     Args:
@@ -130,7 +131,7 @@ def parse_csv(path: Path, *, sep: str | None = None, header: bool = False,
       rating_col: index/name of a numeric rating, None for none (rating 1.0), or
         ``"auto"``: column 2 (or a header column named ``rating``) when present.
       timestamp_col: index/name of an integer timestamp, None for none (then
-        the timestamp is the row's position in the file), or ``"auto"``:
+        the split holds out seeded random interactions), or ``"auto"``:
         column 3 (or a header column named ``timestamp``) when present.
       kcore: optional k-core filter (see :func:`parse_amazon_video`).
       name: dataset name to record.

@@ -6,6 +6,14 @@ repeat within the row), until none is left. Membership is a ``searchsorted``
 on the sorted keys ``user * num_items + item`` of the positives. Rows that do
 not settle within a few rounds (users who know most of the catalogue) are
 finished exactly: a random permutation of the user's non-positive items.
+
+Which positives a *training* negative avoids is a protocol choice
+(:func:`train_exclusions`): ``strict`` (default) avoids only the client's
+training positives, since a client cannot know its future; ``reference``
+also avoids its validation and test items, as the NCF, PFedRec and FedRAP
+code does, which leaks the held-out items to models with per-user item
+parameters (docs/protocol.md). Evaluation negatives always avoid every
+positive of the user.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from feddmr_jax.data.splits import positives_csr
 from feddmr_jax.data.types import EvalSet, Split, TrainCSR
 from feddmr_jax.errors import DataError
 
+TRAIN_NEGATIVES = ("strict", "reference")
 _ROUNDS = 30
 _DENSE_CHUNK = 1 << 24  # elements of one dense fallback block
 
@@ -179,13 +188,34 @@ def build_eval_sets(split: Split, num_negatives: int = 99,
     return sets[0], sets[1]
 
 
+def train_exclusions(split: Split, train_negatives: str = "strict") -> TrainCSR:
+    """The items each client never draws as a training negative.
+
+    Args:
+      split: the split.
+      train_negatives: ``"strict"``: the client's training positives;
+        ``"reference"``: all its positives (train, validation and test; leaky).
+
+    Returns:
+      :class:`TrainCSR` sorted by item within each user (for :func:`sample_train_negatives`).
+
+    Raises:
+      DataError: unknown ``train_negatives``.
+    """
+    if train_negatives not in TRAIN_NEGATIVES:
+        raise DataError(f"unknown train_negatives {train_negatives!r}; "
+                        f"known: {', '.join(TRAIN_NEGATIVES)}")
+    parts = ("train",) if train_negatives == "strict" else ("train", "val", "test")
+    return positives_csr(split, parts)
+
+
 def sample_train_negatives(train: TrainCSR, exclude: TrainCSR, rng: np.random.Generator,
                            num_negatives: int = 4, users: np.ndarray | None = None) -> np.ndarray:
     """Draws fresh training negatives for each training positive.
 
     Args:
       train: training positives (CSR); one output row per positive.
-      exclude: positives never to return (e.g. :func:`positives_csr`), same users.
+      exclude: items never to return (:func:`train_exclusions`), same users.
       rng: a Generator, seeded per round by the caller (e.g.
         ``np.random.default_rng([seed, round])``); each call draws afresh.
       num_negatives: negatives per positive (repeats within a row allowed).

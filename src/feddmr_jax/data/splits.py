@@ -1,8 +1,20 @@
 """Per-user train/validation/test splits and their CSR views.
 
-Both schemes order each user's interactions chronologically by (timestamp, item
-id, row order) -- item id and row order only break ties, deterministically --
-and are computed with one sort and vectorized counts (no per-user loop).
+Both schemes order each user's interactions chronologically and are computed
+with one sort and vectorized counts (no per-user loop). Equal timestamps are
+common (44 % of ml-100k users have several ratings at their latest one), so
+the order among them is a protocol choice, ``tie_break``:
+
+- ``row`` (default): among equal timestamps the later row of the file is the
+  later interaction (the loaders keep file row order);
+- ``random``: the rows are permuted by ``seed`` before a stable time sort.
+
+Item ids never break ties: that would hold out the highest item id among tied
+ratings, which on MovieLens is a less popular film (docs/protocol.md).
+Interactions without timestamps (``Interactions.has_timestamps`` False, e.g.
+Last.fm 2K, whose file is sorted by artist id) are ordered by a seeded random
+permutation whatever ``tie_break`` says, so the held-out items are seeded
+random interactions, not the file's last rows.
 
 - ``loo`` (leave one out): latest = test, second latest = validation, rest = train.
 - ``ratio``: per user ``n_test = n_val = max(1, floor(0.1 * n + 0.5))`` (10 %,
@@ -27,6 +39,8 @@ from feddmr_jax.errors import DataError
 logger = logging.getLogger(__name__)
 
 SCHEMES = ("loo", "ratio")
+TIE_BREAKS = ("row", "random")
+UNTIMED = "untimed"
 MIN_INTERACTIONS = 3
 
 
@@ -34,18 +48,47 @@ def _frame(cols: dict[str, np.ndarray], sel: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({c: cols[c][sel] for c in COLUMNS})
 
 
-def split_interactions(inter: Interactions, scheme: str = "loo") -> Split:
+def chronological_order(user: np.ndarray, timestamp: np.ndarray, *, tie_break: str = "row",
+                        seed: int = 0, has_timestamps: bool = True) -> np.ndarray:
+    """Row indices sorted by user, then time, equal times by ``tie_break``.
+
+    Args:
+      user: ``[n]`` user ids.
+      timestamp: ``[n]`` timestamps (ignored when ``has_timestamps`` is False).
+      tie_break: ``"row"`` (row order) or ``"random"`` (a permutation seeded by ``seed``).
+      seed: seed of the permutation (``random``, or data without timestamps).
+      has_timestamps: False: order every user's rows by the seeded permutation.
+
+    Returns:
+      ``[n]`` int64 row indices.
+    """
+    if tie_break not in TIE_BREAKS:
+        raise DataError(f"unknown tie_break {tie_break!r}; known: {', '.join(TIE_BREAKS)}")
+    n = len(user)
+    if tie_break == "row" and has_timestamps:
+        perm = np.arange(n)
+    else:
+        perm = np.random.default_rng(seed).permutation(n)
+    ts = timestamp[perm] if has_timestamps else np.zeros(n, np.int64)
+    # Sort keys: user, then time, then position in ``perm`` (a total, stable order).
+    return perm[np.lexsort((np.arange(n), ts, user[perm]))]
+
+
+def split_interactions(inter: Interactions, scheme: str = "loo", *, tie_break: str = "row",
+                       seed: int = 0) -> Split:
     """Splits every user's interactions into train / validation / test by time.
 
     Args:
-      inter: the tidy interactions.
+      inter: the tidy interactions (rows in file order).
       scheme: ``"loo"`` or ``"ratio"`` (see the module docstring).
+      tie_break: ``"row"`` or ``"random"`` (see the module docstring).
+      seed: seed of the ``random`` tie-break and of the order of data without timestamps.
 
     Returns:
-      The :class:`Split`; each part sorted by (user, timestamp, item).
+      The :class:`Split`; each part in chronological order (user, time, tie-break).
 
     Raises:
-      DataError: unknown scheme, or no user has enough interactions.
+      DataError: unknown scheme or tie-break, or no user has enough interactions.
     """
     if scheme not in SCHEMES:
         raise DataError(f"unknown split scheme '{scheme}'; known schemes: {', '.join(SCHEMES)}")
@@ -53,8 +96,11 @@ def split_interactions(inter: Interactions, scheme: str = "loo") -> Split:
     user = t["user"].to_numpy()
     item = t["item"].to_numpy()
     ts = t["timestamp"].to_numpy()
-    order = np.lexsort((np.arange(len(t)), item, ts, user))
+    order = chronological_order(user, ts, tie_break=tie_break, seed=seed,
+                                has_timestamps=inter.has_timestamps)
     user, item, ts = user[order], item[order], ts[order]
+    if not inter.has_timestamps:
+        ts = np.arange(len(user), dtype=np.int64)      # position in the drawn order
     rating = t["rating"].to_numpy()[order]
     counts = np.bincount(user, minlength=inter.num_users)
     kept = counts >= MIN_INTERACTIONS
@@ -87,7 +133,7 @@ def split_interactions(inter: Interactions, scheme: str = "loo") -> Split:
         test=_frame(cols, row_kept & is_test),
         num_users=int(kept.sum()), num_items=inter.num_items,
         user_ids=np.asarray(inter.user_ids)[kept], item_ids=np.asarray(inter.item_ids),
-        dropped_users=dropped)
+        dropped_users=dropped, tie_break=tie_break if inter.has_timestamps else UNTIMED)
 
 
 def _csr(user: np.ndarray, item: np.ndarray, num_users: int, num_items: int) -> TrainCSR:
@@ -101,7 +147,7 @@ def train_csr(split: Split) -> TrainCSR:
     """Training positives per user, chronological (oldest first).
 
     Args:
-      split: a split (its train part is sorted by user, timestamp, item).
+      split: a split (its train part is in chronological order).
 
     Returns:
       :class:`TrainCSR` with one row per user of the split.
@@ -110,18 +156,20 @@ def train_csr(split: Split) -> TrainCSR:
     return _csr(t["user"].to_numpy(), t["item"].to_numpy(), split.num_users, split.num_items)
 
 
-def positives_csr(split: Split) -> TrainCSR:
-    """All known positives (train + val + test) per user, sorted by item id.
+def positives_csr(split: Split, parts: tuple[str, ...] = ("train", "val", "test")) -> TrainCSR:
+    """Known positives per user, sorted by item id.
 
     Used to exclude a user's positives when sampling negatives.
 
     Args:
       split: a split.
+      parts: the parts whose positives count (default all: train, val, test).
 
     Returns:
       :class:`TrainCSR` whose rows are sorted ascending by item.
     """
-    user = np.concatenate([p["user"].to_numpy() for p in (split.train, split.val, split.test)])
-    item = np.concatenate([p["item"].to_numpy() for p in (split.train, split.val, split.test)])
+    frames = [getattr(split, p) for p in parts]
+    user = np.concatenate([p["user"].to_numpy() for p in frames])
+    item = np.concatenate([p["item"].to_numpy() for p in frames])
     order = np.lexsort((item, user))
     return _csr(user[order], item[order], split.num_users, split.num_items)

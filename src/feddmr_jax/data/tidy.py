@@ -74,7 +74,9 @@ def build_interactions(name: str, user: np.ndarray, item: np.ndarray,
       name: dataset name.
       user, item: ``[n]`` original ids (ints or strings).
       rating: ``[n]`` numbers, default 1.0 (implicit feedback).
-      timestamp: ``[n]`` ints, default the row position in the file (0, 1, ...).
+      timestamp: ``[n]`` ints; None: the data has no timestamps (the column
+        then holds the row position in the file, 0, 1, ..., and
+        ``has_timestamps`` is False, so the split orders by a seeded permutation).
       kcore: keep only the k-core (every user and item with >= kcore rows), or None.
       source: file name used in log and error messages.
 
@@ -84,6 +86,7 @@ def build_interactions(name: str, user: np.ndarray, item: np.ndarray,
     n = len(user)
     if n == 0:
         raise DataError(f"{source or name}: no interactions")
+    has_timestamps = timestamp is not None
     rating = np.ones(n, np.float32) if rating is None else np.asarray(rating, np.float32)
     timestamp = np.arange(n, dtype=np.int64) if timestamp is None else np.asarray(timestamp, np.int64)
     u, _ = _encode(user)
@@ -107,4 +110,4 @@ def build_interactions(name: str, user: np.ndarray, item: np.ndarray,
         "user": u.astype(np.int32), "item": i.astype(np.int32),
         "timestamp": timestamp, "rating": rating})
     return Interactions(name=name, table=table, user_ids=user_ids, item_ids=item_ids,
-                        duplicates_removed=int(dups))
+                        duplicates_removed=int(dups), has_timestamps=has_timestamps)

@@ -30,6 +30,9 @@ class Interactions:
       user_ids: ``[num_users]`` original user id of each internal user id.
       item_ids: ``[num_items]`` original item id of each internal item id.
       duplicates_removed: rows dropped as exact (user, item) duplicates.
+      has_timestamps: False when the file has no timestamps (Last.fm 2K): the
+        ``timestamp`` column then holds the row position and the split holds
+        out seeded random interactions instead of the file's last rows.
     """
 
     name: str
@@ -37,6 +40,7 @@ class Interactions:
     user_ids: np.ndarray
     item_ids: np.ndarray
     duplicates_removed: int = 0
+    has_timestamps: bool = True
 
     @property
     def num_users(self) -> int:
@@ -58,10 +62,15 @@ class Split:
     Attributes:
       scheme: ``"loo"`` or ``"ratio"``.
       train, val, test: DataFrames with the columns of :data:`COLUMNS`, each
-        sorted by (user, timestamp, item).
+        in the split's chronological order: by user, then time, equal times in
+        the order of ``tie_break``.
       num_users, num_items: sizes of the id spaces.
       user_ids, item_ids: original ids.
       dropped_users: how many users were dropped because they could not be split.
+      tie_break: the order used among equal timestamps: ``"row"`` (file row
+        order), ``"random"`` (seeded), or ``"untimed"`` (no timestamps: every
+        user's interactions in a seeded random order; ``timestamp`` is then
+        the position in that order).
     """
 
     scheme: str
@@ -73,6 +82,7 @@ class Split:
     user_ids: np.ndarray
     item_ids: np.ndarray
     dropped_users: int = 0
+    tie_break: str = "row"
 
 
 @dataclasses.dataclass(frozen=True)
