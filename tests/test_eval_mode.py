@@ -1,0 +1,102 @@
+"""Evaluation modes (``train.eval_mode``): local = the client's model right after its own
+local training in its last round; global = the aggregated shared params + its private ones.
+
+The local mode of every method is built once in the engine (federated/parallel.py
+scores the client's candidates at the end of its local update). Checks:
+
+* PFedRec (reference default: local) gives, with partial participation over
+  several rounds, the metrics of the reference's local evaluation, redone here
+  in numpy one client at a time (clients not sampled keep their last scores;
+  before its first round a client scores with the initial global model). This
+  test was written against the engine's earlier evaluation view
+  (private_store EVAL_VIEW, candidate item rows) and passed there first.
+* With a learning rate of 0 nothing moves, so local and global must agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from feddmr_jax import config as config_lib
+from feddmr_jax.federated.rounds import plan_round
+from feddmr_jax.federated.sampling import sample_clients
+from feddmr_jax.metrics import mean_metrics, ranking_metrics
+from feddmr_jax.models.pfedrec import pfedrec_item_lr
+from feddmr_jax.train import build_experiment, evaluate_state, run_round
+
+from engine_helpers import copy_tree
+
+DATA = {"dataset": "synthetic", "synthetic_users": 20, "synthetic_items": 40,
+        "synthetic_interactions": 8.0, "eval_negatives": 10}
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _numpy_pfedrec_round(table, w, b, items, labels, head_lr, item_lr):
+    """The reference's batch on all of one client's examples: head SGD, then items SGD."""
+    table, w, b = (np.array(x, np.float64) for x in (table, w, b))
+    n = len(items)
+    rows = table[items]
+    g = (_sigmoid(rows @ w + b) - labels) / n
+    w, b = w - head_lr * (g[:, None] * rows).sum(0), b - head_lr * g.sum()
+    g = (_sigmoid(rows @ w + b) - labels) / n
+    grad = np.zeros_like(table)
+    np.add.at(grad, items, g[:, None] * w[None, :])
+    return table - item_lr * grad, w, b
+
+
+def _examples(chunks, user):
+    for chunk in chunks:
+        hit = np.flatnonzero((chunk.client_ids == user) & chunk.client_mask)
+        if hit.size:
+            keep = chunk.mask[hit[0]]
+            return chunk.items[hit[0]][keep], chunk.labels[hit[0]][keep]
+    raise AssertionError(f"client {user} not in the round")
+
+
+def _metrics(scores, eval_set):
+    return mean_metrics(ranking_metrics(scores.astype(np.float32), eval_set.labels,
+                                        eval_set.mask))
+
+
+@pytest.mark.parametrize("eval_mode, sequential", [(None, False), ("local", False),
+                                                    ("local", True)])
+def test_pfedrec_local_mode_is_the_reference_local_evaluation(eval_mode, sequential):
+    # One batch per client (batch >= padded examples): no shuffling to mirror.
+    train = {"model": "pfedrec", "rounds": 3, "batch_size": 512, "chunk_size": 4,
+             "clients_per_round": 7}
+    if eval_mode is not None:
+        train["eval_mode"] = eval_mode
+    cfg = config_lib.build_config({"data": DATA, "train": train, "model": {"dim": 4}})
+    exp = build_experiment(cfg, sequential=sequential)
+    state = exp.algorithm.init(exp.keys["init"])
+    mcfg, num_users = exp.cfg.model, exp.split.num_users
+    item_lr = pfedrec_item_lr(exp.split.num_items, mcfg.lr, mcfg.lr_eta)
+    cands = np.concatenate([exp.val_set.candidates, exp.test_set.candidates], axis=1)
+    cv = exp.val_set.candidates.shape[1]
+    table0 = np.asarray(state.shared.tables["items"], np.float64)
+    head = state.private_store.dense["head"]
+    scores = np.stack([table0[cands[u]] @ np.asarray(head["w"][u], np.float64)
+                       + float(head["b"][u]) for u in range(num_users)])
+    seen = set()
+    for r in (1, 2, 3):
+        before = copy_tree(state)
+        participants = sample_clients(exp.keys["sample"], r, num_users, exp.clients_per_round)
+        chunks = plan_round(exp.planner, participants, r)
+        for u in participants:
+            items, labels = _examples(chunks, u)
+            table, w, b = _numpy_pfedrec_round(
+                before.shared.tables["items"], before.private_store.dense["head"]["w"][u],
+                before.private_store.dense["head"]["b"][u], items, labels, mcfg.lr, item_lr)
+            scores[u] = table[cands[u]] @ w + b
+        seen |= set(participants.tolist())
+        state, _ = run_round(exp, state, r)
+        for eval_set, part in ((exp.val_set, scores[:, :cv]), (exp.test_set, scores[:, cv:])):
+            got = evaluate_state(exp, state, eval_set)
+            want = _metrics(part, eval_set)
+            for name in ("hr@10", "ndcg@10", "auc", "mrr"):
+                assert got[name] == pytest.approx(want[name], abs=1e-6), (r, name)
+    assert 0 < len(seen) < num_users        # some clients never trained: initial scores count
