@@ -1,5 +1,6 @@
 """PFedRec in the engine: the two-pass local step through build_algorithm, and
-evaluation with each client's own locally updated item table (its evaluation view).
+evaluation with each client's own locally updated model (``local`` evaluation
+mode: the scores each client computed right after its local training).
 
 The reference (Zhangcx19/IJCAI-23-PFedRec, engine.py ``fed_evaluate``) scores a
 user's candidates with the item table and head the user had right after its
@@ -15,8 +16,7 @@ import numpy as np
 import pytest
 
 from feddmr_jax import config as config_lib
-from feddmr_jax.evaluate import score_user
-from feddmr_jax.federated.private_store import EVAL_VIEW
+from feddmr_jax.federated.private_store import EVAL_SCORES
 from feddmr_jax.federated.rounds import plan_round
 from feddmr_jax.metrics import mean_metrics, ranking_metrics
 from feddmr_jax.models.pfedrec import pfedrec_item_lr
@@ -88,13 +88,13 @@ def _hand_views(exp, before):
     return out
 
 
-def test_view_and_head_match_hand_computation(one_round):
+def test_scores_and_head_match_hand_computation(one_round):
     exp, before, state = one_round
-    view = np.asarray(state.private_store.dense[EVAL_VIEW]["items"])
+    stored = np.asarray(state.private_store.dense[EVAL_SCORES])
     cands = np.concatenate([exp.val_set.candidates, exp.test_set.candidates], axis=1)
-    assert view.shape == (exp.split.num_users, cands.shape[1], exp.cfg.model.dim)
+    assert stored.shape == cands.shape and stored.dtype == np.float32
     for u, (table, w, b) in enumerate(_hand_views(exp, before)):
-        np.testing.assert_allclose(view[u], table[cands[u]], rtol=2e-4, atol=2e-4)
+        np.testing.assert_allclose(stored[u], table[cands[u]] @ w + b, rtol=2e-4, atol=2e-4)
         np.testing.assert_allclose(state.private_store.dense["head"]["w"][u], w,
                                    rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(state.private_store.dense["head"]["b"][u], b,
@@ -104,16 +104,11 @@ def test_view_and_head_match_hand_computation(one_round):
 @pytest.mark.parametrize("split", ["val", "test"])
 def test_evaluation_scores_with_the_local_table(one_round, split):
     exp, before, state = one_round
+    assert exp.eval_mode == "local"
     eval_set = getattr(exp, f"{split}_set")
-    offset = 0 if split == "val" else exp.val_set.candidates.shape[1]
     hand = _hand_views(exp, before)
     scores = np.stack([table[eval_set.candidates[u]] @ w + b
                        for u, (table, w, b) in enumerate(hand)])
-    for u in (0, 7):
-        got = score_user(exp.model, state.shared, state.private_store, np.int32(u),
-                         eval_set.candidates[u], exp.planner.history[u],
-                         exp.planner.history_mask[u], offset, by_rows=True)
-        np.testing.assert_allclose(got, scores[u], rtol=2e-4, atol=2e-4)
     expected = mean_metrics(ranking_metrics(scores.astype(np.float32), eval_set.labels,
                                             eval_set.mask))
     got = evaluate_state(exp, state, eval_set)
@@ -127,11 +122,15 @@ def test_evaluation_scores_with_the_local_table(one_round, split):
     assert np.max(np.abs(global_scores - scores)) > 1e-2
 
 
-def test_view_starts_at_the_initial_global_rows(one_round):
+def test_scores_start_with_the_initial_global_model(one_round):
     exp, before, _ = one_round
     cands = np.concatenate([exp.val_set.candidates, exp.test_set.candidates], axis=1)
-    np.testing.assert_array_equal(before.private_store.dense[EVAL_VIEW]["items"],
-                                  np.asarray(before.shared.tables["items"])[cands])
+    table = np.asarray(before.shared.tables["items"], np.float64)
+    head = before.private_store.dense["head"]
+    want = np.stack([table[cands[u]] @ head["w"][u] + head["b"][u]
+                     for u in range(exp.split.num_users)])
+    np.testing.assert_allclose(before.private_store.dense[EVAL_SCORES], want,
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_server_averages_the_item_table_over_participants(one_round):

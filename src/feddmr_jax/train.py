@@ -25,10 +25,11 @@ import optax
 
 from feddmr_jax import config as config_lib
 from feddmr_jax.config import RunConfig
-from feddmr_jax.data import (build_eval_sets, load_dataset, positives_csr,
-                             split_interactions, train_csr)
+from feddmr_jax.data import (build_eval_sets, load_dataset, split_interactions, train_csr,
+                             train_exclusions)
+from feddmr_jax.data.packing import recent_history
 from feddmr_jax.data.types import EvalSet, Split
-from feddmr_jax.evaluate import evaluate, make_scorer
+from feddmr_jax.evaluate import evaluate, evaluate_stored, make_scorer, resolve_eval_mode
 from feddmr_jax.federated.algorithm import FederatedAlgorithm, FedState, build_algorithm
 from feddmr_jax.federated.client import LocalStep, gradient_step
 from feddmr_jax.federated.devices import client_mesh, mesh_size
@@ -60,6 +61,7 @@ class Experiment:
     clients_per_round: int
     keys: dict[str, jax.Array]
     privacy: PrivacyPlan | None = None
+    eval_mode: str = "global"        # resolved train.eval_mode: global or local
 
 
 def build_client_optimizer(cfg: config_lib.TrainConfig) -> optax.GradientTransformation:
@@ -115,7 +117,7 @@ def build_local_step(method: Method, model: Model, cfg: config_lib.TrainConfig,
 
 
 def local_eval_items(val_set: EvalSet, test_set: EvalSet) -> np.ndarray:
-    """``[U, Cv + Ct]`` every user's validation then test candidates (local evaluation)."""
+    """``[U, Cv + Ct]`` every user's validation then test candidates (local evaluation mode)."""
     return np.concatenate([val_set.candidates, test_set.candidates], axis=1).astype(np.int32)
 
 
@@ -137,12 +139,15 @@ def build_experiment(cfg: RunConfig, *, extra_terms: Mapping[str, LossTerm] | No
     t = cfg.train
     inter = load_dataset(cfg.data.dataset, cfg.data.data_dir, path=cfg.data.data_path,
                          **cfg.data.load_options())
-    split = split_interactions(inter, scheme=cfg.data.split)
+    split = split_interactions(inter, scheme=cfg.data.split, tie_break=cfg.data.tie_break,
+                               seed=cfg.data.seed)
     val_set, test_set = build_eval_sets(split, num_negatives=cfg.data.eval_negatives,
                                         seed=cfg.data.eval_seed)
     model = build_model(t.model, cfg.model, split.num_items)
     method = get_method(t.model)
-    eval_items = local_eval_items(val_set, test_set) if method.eval_mode == "local" else None
+    eval_mode = resolve_eval_mode(t.eval_mode, method.eval_mode, cfg.data.split)
+    eval_items = local_eval_items(val_set, test_set) if eval_mode == "local" else None
+    history, history_mask = recent_history(train_csr(split), model.history_len)
     check_store_size(model, split.num_users, 0 if eval_items is None else eval_items.shape[1],
                      t.max_private_gb)
     count = participants_per_round(split.num_users, count=t.clients_per_round,
@@ -156,17 +161,19 @@ def build_experiment(cfg: RunConfig, *, extra_terms: Mapping[str, LossTerm] | No
         batch_size=t.batch_size, sparse=t.sparse, weighting=t.weighting, table_mean=t.table_mean,
         sequential=sequential, dropout_keys=uses_dropout(cfg.model),
         local_step=build_local_step(method, model, t, split.num_items, extra_terms),
-        eval_items=eval_items, aggregator=t.aggregator, clip_norm=t.clip_norm,
+        eval_items=eval_items, eval_history=(history, history_mask),
+        aggregator=t.aggregator, clip_norm=t.clip_norm,
         trim_fraction=t.trim_fraction,
         max_participants=count, dp=privacy.dp if privacy else None, mesh=mesh)
-    planner = build_planner(train_csr(split), positives_csr(split),
+    # Training negatives avoid the client's training positives (strict) or all (reference).
+    planner = build_planner(train_csr(split), train_exclusions(split, cfg.data.train_negatives),
                             history_len=model.history_len, num_negatives=t.num_negatives,
                             batch_size=t.batch_size, chunk_size=t.chunk_size, seed=t.seed,
                             devices=mesh_size(mesh), eval_items=eval_items)
     names = ("init", "sample", "train")
     keys = dict(zip(names, jax.random.split(jax.random.key(t.seed), len(names))))
     return Experiment(cfg, split, model, algorithm, planner, val_set, test_set,
-                      make_scorer(model), count, keys, privacy)
+                      make_scorer(model), count, keys, privacy, eval_mode)
 
 
 def run_round(exp: Experiment, state: FedState, round_index: int):
@@ -190,15 +197,18 @@ def run_round(exp: Experiment, state: FedState, round_index: int):
 
 
 def evaluate_state(exp: Experiment, state: FedState, eval_set: EvalSet) -> dict[str, float]:
-    """Metrics of ``eval_set`` (the experiment's validation or test set)."""
-    offset = 0
-    if eval_set is exp.test_set:     # local evaluation: test rows follow the validation rows
-        offset = exp.val_set.candidates.shape[1]
-    elif eval_set is not exp.val_set and exp.planner.eval_items is not None:
-        raise ValueError("a method evaluated with local item tables scores only the "
-                         "experiment's own val_set and test_set")
+    """Metrics of ``eval_set`` (the experiment's validation or test set), in ``exp.eval_mode``."""
+    if exp.eval_mode == "local":     # stored scores: validation columns, then test columns
+        if eval_set is exp.val_set:
+            offset = 0
+        elif eval_set is exp.test_set:
+            offset = exp.val_set.candidates.shape[1]
+        else:
+            raise ValueError("local evaluation scores only the experiment's own val_set "
+                             "and test_set")
+        return evaluate_stored(state.private_store, eval_set, offset=offset)
     return evaluate(exp.scorer, state.shared, state.private_store, eval_set,
-                    exp.planner.history, exp.planner.history_mask, view_offset=offset)
+                    exp.planner.history, exp.planner.history_mask)
 
 
 class _Progress:
@@ -360,6 +370,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
     steady = loop.round_seconds[1:] or loop.round_seconds
     summary = {
         "config": config_lib.to_dict(cfg),
+        "eval_mode": exp.eval_mode,
         "dataset": {"users": exp.split.num_users, "items": exp.split.num_items,
                     "train": len(exp.split.train), "val": len(exp.split.val),
                     "test": len(exp.split.test)},

@@ -20,10 +20,10 @@ from feddmr_jax.federated.aggregation import (AGGREGATORS, Accumulator, init_acc
                                               mean_delta, server_update)
 from feddmr_jax.federated.robust import ROBUST_AGGREGATORS, init_buffer, robust_delta
 from feddmr_jax.federated.client import LocalStep, gradient_step, make_client_update
-from feddmr_jax.federated.private_store import attach_view, init_view
+from feddmr_jax.federated.private_store import attach_scores
 from feddmr_jax.federated.devices import Mesh, replicate, shard_clients
-from feddmr_jax.federated.parallel import (ChunkData, make_chunk_step, make_client_fn,
-                                           make_sequential_step)
+from feddmr_jax.federated.parallel import (ChunkData, initial_scores, make_chunk_step,
+                                           make_client_fn, make_sequential_step)
 from feddmr_jax.losses import LossFn
 from feddmr_jax.models.base import Leaves, Model
 from feddmr_jax.privacy.dp import DPSetting, noisy_mean
@@ -97,7 +97,9 @@ def build_algorithm(model: Model, loss_fn: LossFn | None = None, *, num_clients:
                     sequential: bool = False,
                     dropout_keys: bool = False,
                     local_step: LocalStep | Callable[[Array], LocalStep] | None = None,
-                    eval_items: np.ndarray | None = None, aggregator: str = "mean",
+                    eval_items: np.ndarray | None = None,
+                    eval_history: tuple[np.ndarray, np.ndarray] | None = None,
+                    aggregator: str = "mean",
                     clip_norm: float = 1.0, trim_fraction: float = 0.1,
                     max_participants: int | None = None,
                     dp: DPSetting | None = None,
@@ -123,10 +125,13 @@ def build_algorithm(model: Model, loss_fn: LossFn | None = None, *, num_clients:
         (per-round schedules, see federated/client.py); default: one gradient
         step of ``loss_fn`` with ``client_optimizer``.
       eval_items: ``[num_clients, M]`` evaluation candidates (validation then
-        test) of every client, for methods evaluated with their *local* item
-        tables (PFedRec): the private store then holds each client's rows of
-        them (``EVAL_VIEW``, federated/private_store.py), initialized from the
-        initial global tables; chunks must carry ``eval_items``. None: off.
+        test) of every client, for the ``local`` evaluation mode: the private
+        store then holds each client's logits of them (``EVAL_SCORES``,
+        federated/private_store.py), computed by each client right after its
+        local training, initially by the initial global model; chunks must
+        carry ``eval_items``. None: off.
+      eval_history: ``(history, history_mask)`` ``[num_clients, n]``, every
+        client's memory, for the initial scores (needed with ``eval_items``).
       aggregator: ``mean``; ``clipped_mean`` (each upload clipped to L2 norm
         ``clip_norm`` first); ``median`` or ``trimmed_mean`` (coordinate-wise,
         trimming ``trim_fraction`` at each end; see federated/robust.py).
@@ -161,8 +166,12 @@ def build_algorithm(model: Model, loss_fn: LossFn | None = None, *, num_clients:
             raise ValueError("dp needs aggregator='mean' and weighting='uniform', got "
                              f"{aggregator!r} and {weighting!r}")
         clip_norm, aggregator = dp.clip_norm, "clipped_mean"  # clip each upload, then sum
+    if eval_items is not None and eval_history is None:
+        raise ValueError("eval_items (local evaluation) needs eval_history")
+    score_fn = None if eval_items is None else model.apply
     chunk_step = make(client_update, sparse=sparse, num_items=num_items, weighting=weighting,
-                      clip_norm=clip_norm if aggregator == "clipped_mean" else None)
+                      clip_norm=clip_norm if aggregator == "clipped_mean" else None,
+                      score_fn=score_fn)
 
     @jax.jit
     def server_step(shared, opt_state, acc, noise_key=None):
@@ -180,7 +189,8 @@ def build_algorithm(model: Model, loss_fn: LossFn | None = None, *, num_clients:
         shared = model.init_shared(k_shared)
         store = init_private_store(model, k_private, num_clients)
         if eval_items is not None:
-            store = attach_view(store, init_view(shared, eval_items))
+            store = attach_scores(store, initial_scores(model.apply, shared, store, eval_items,
+                                                        *eval_history, num_items=num_items))
         return replicate(FedState(shared, server_optimizer.init(shared), store), mesh)
 
     def init_round(shared: Leaves, masks: MaskGraph | None = None) -> Accumulator:
@@ -209,6 +219,7 @@ def build_algorithm(model: Model, loss_fn: LossFn | None = None, *, num_clients:
                            accepted=accepted, dropped=int(acc.dropped))
         return FedState(shared, opt_state, store), stats
 
-    parts = RoundParts(make_client_fn(client_update, sparse=sparse, num_items=num_items),
+    parts = RoundParts(make_client_fn(client_update, sparse=sparse, num_items=num_items,
+                                      score_fn=score_fn),
                        init_round, server_step)
     return FederatedAlgorithm(init, apply, chunk_step, parts)

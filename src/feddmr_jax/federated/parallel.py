@@ -5,15 +5,17 @@ clients of a chunk padded to one shape class). :func:`make_chunk_step` builds th
 jitted step that, for one chunk,
 
 1. (sparse mode) builds each client's local item table: the rows it uses this
-   round (positives, negatives, memory, and evaluation candidates for methods
-   evaluated locally), gathered from the global tables, and re-indexes its
+   round (positives, negatives, memory, and evaluation candidates in ``local``
+   evaluation mode), gathered from the global tables, and re-indexes its
    examples into that table (:func:`localize`, :func:`local_view`),
 2. gathers each client's private params from the stacked private store
    (private item tables: only the local rows; federated/private_store.py),
-3. runs ``jax.vmap(client_update)`` over the chunk,
+3. runs ``jax.vmap(client_update)`` over the chunk; in ``local`` evaluation
+   mode each client then scores its validation and test candidates with the
+   params it just trained (:func:`make_local_client_fn`),
 4. adds the weighted deltas to the round's accumulator (scatter-add of row
    deltas in sparse mode) and writes the new private params (and private
-   table rows) back.
+   table rows, and the new evaluation scores) back.
 
 :func:`run_chunk_sequential` is the reference: the same per-client computation,
 jitted for one client and called in a Python loop (what a per-client simulation
@@ -31,10 +33,10 @@ import numpy as np
 from feddmr_jax.federated.aggregation import (Accumulator, accumulate, client_weights,
                                               is_finite)
 from feddmr_jax.federated.client import ClientData, ClientUpdate
-from feddmr_jax.federated.private_store import (attach_view, gather_clients, split_view,
+from feddmr_jax.federated.private_store import (attach_scores, gather_clients, split_scores,
                                                 write_clients)
 from feddmr_jax.federated.robust import write_buffer
-from feddmr_jax.models.base import Leaves
+from feddmr_jax.models.base import ApplyFn, Context, Leaves, ModelParams
 from feddmr_jax.privacy.dp import clip_stacked
 from feddmr_jax.privacy.secure_round import masked_accumulate
 
@@ -55,9 +57,9 @@ class ChunkData(NamedTuple):
       slot: ``[C]`` position of the client among the round's participants
         (robust aggregators' buffer; padding points past the end).
       eval_items: ``[C, M]`` the client's evaluation candidates (validation then
-        test), for methods evaluated with their local item tables (PFedRec):
-        their rows join the local table and are written to the client's
-        evaluation view after training (federated/private_store.py). None: off.
+        test), in ``local`` evaluation mode: their rows join the local table
+        and the client scores them after training (stored in the private
+        store, federated/private_store.py). None: off.
       round_index: ``[C]`` the round (1-based), for per-round local steps.
         None reads as 0.
     """
@@ -162,14 +164,17 @@ def local_view(row: ChunkData, *, sparse: bool, num_items: int) -> LocalRows:
     return LocalRows(rows, present & used, items, history, ext[n:])
 
 
-def make_local_client_fn(client_update: ClientUpdate, *, sparse: bool):
+def make_local_client_fn(client_update: ClientUpdate, *, sparse: bool,
+                         score_fn: ApplyFn | None = None):
     """Per-client computation on a localized client:
     ``(global_shared, private, row, local, key) -> ClientOutput``.
 
     ``private`` holds the client's private params with private tables already
     at ``local.rows`` (sparse) or whole (dense), as
-    :func:`~feddmr_jax.federated.private_store.gather_clients` reads them; an
-    evaluation view in it is refreshed from the trained local rows.
+    :func:`~feddmr_jax.federated.private_store.gather_clients` reads them.
+    When it also holds evaluation scores (``local`` evaluation mode), they
+    are replaced by ``score_fn``'s logits of ``local.eval_items`` under the
+    params the client has just trained (its local model, before aggregation).
     """
 
     def local_fn(global_shared: Leaves, private: Leaves, row: ChunkData, local: LocalRows,
@@ -179,29 +184,34 @@ def make_local_client_fn(client_update: ClientUpdate, *, sparse: bool):
                            global_shared.dense)
         else:
             start = global_shared
-        private, view = split_view(private)
+        private, stored = split_scores(private)
         round_index = 0 if row.round_index is None else row.round_index
         data = ClientData(local.items, row.labels, row.mask, local.history, row.history_mask,
                           round_index)
         result = client_update(start, private, data, key)
         delta = jax.tree.map(jnp.subtract, result.shared, start)
         new_private = result.private
-        if view is not None:
-            new_private = attach_view(new_private, {
-                k: result.shared.tables[k][local.eval_items] for k in view})
+        if stored is not None:
+            if score_fn is None or local.eval_items is None:
+                raise ValueError("local evaluation needs score_fn and chunks with eval_items")
+            scores = score_fn(ModelParams(result.private, result.shared), local.eval_items,
+                              Context(local.history, row.history_mask))
+            new_private = attach_scores(new_private, scores.astype(stored.dtype))
         return ClientOutput(delta, new_private, result.loss, result.num_examples,
                             local.rows, local.row_mask)
 
     return local_fn
 
 
-def make_client_fn(client_update: ClientUpdate, *, sparse: bool, num_items: int):
+def make_client_fn(client_update: ClientUpdate, *, sparse: bool, num_items: int,
+                   score_fn: ApplyFn | None = None):
     """Per-client computation ``(global_shared, private, row, key) -> ClientOutput``.
 
     ``private`` is the client's whole private params (private tables ``[I, d]``);
     the output's private tables hold the local rows only (``rows``).
+    ``score_fn``: see :func:`make_local_client_fn`.
     """
-    local_fn = make_local_client_fn(client_update, sparse=sparse)
+    local_fn = make_local_client_fn(client_update, sparse=sparse, score_fn=score_fn)
 
     def client_fn(global_shared: Leaves, private: Leaves, row: ChunkData,
                   key: Array) -> ClientOutput:
@@ -260,12 +270,14 @@ def _absorb(private_store: Leaves, acc: Accumulator, out: ClientOutput,
 
 
 def make_chunk_step(client_update: ClientUpdate, *, sparse: bool, num_items: int,
-                    weighting: str = "uniform", clip_norm: float | None = None):
+                    weighting: str = "uniform", clip_norm: float | None = None,
+                    score_fn: ApplyFn | None = None):
     """Jitted ``(global_shared, private_store, acc, chunk, round_key) -> (store, acc, loss_sum)``.
 
-    ``private_store`` and ``acc`` are donated.
+    ``private_store`` and ``acc`` are donated. ``score_fn`` (the model's apply)
+    scores the candidates of clients in ``local`` evaluation mode.
     """
-    local_fn = make_local_client_fn(client_update, sparse=sparse)
+    local_fn = make_local_client_fn(client_update, sparse=sparse, score_fn=score_fn)
 
     def chunk_step(global_shared: Leaves, private_store: Leaves, acc: Accumulator,
                    chunk: ChunkData, round_key: Array):
@@ -281,14 +293,16 @@ def make_chunk_step(client_update: ClientUpdate, *, sparse: bool, num_items: int
 
 
 def make_sequential_step(client_update: ClientUpdate, *, sparse: bool, num_items: int,
-                         weighting: str = "uniform", clip_norm: float | None = None):
+                         weighting: str = "uniform", clip_norm: float | None = None,
+                         score_fn: ApplyFn | None = None):
     """The per-client loop over the same client computation (reference and baseline).
 
     Returns ``run(global_shared, private_store, acc, chunk, round_key)`` with the
     same signature and results as :func:`make_chunk_step`, but one jitted call
     per client.
     """
-    client_fn = jax.jit(make_client_fn(client_update, sparse=sparse, num_items=num_items))
+    client_fn = jax.jit(make_client_fn(client_update, sparse=sparse, num_items=num_items,
+                                       score_fn=score_fn))
 
     @jax.jit
     def absorb_one(private_store, acc, out, row):
@@ -310,3 +324,47 @@ def make_sequential_step(client_update: ClientUpdate, *, sparse: bool, num_items
         return private_store, acc, loss_sum
 
     return run
+
+
+def initial_scores(score_fn: ApplyFn, shared: Leaves, private_store: Leaves,
+                   eval_items: np.ndarray, history: np.ndarray, history_mask: np.ndarray,
+                   *, num_items: int, chunk_size: int = 256) -> Array:
+    """Every client's logits of its evaluation candidates under the global model.
+
+    The starting evaluation scores of ``local`` mode (a client that has not
+    trained yet holds the initial global model). Each client scores on a
+    local table of its candidates' and memory's rows (private tables read by
+    rows), as in training, in chunks of ``chunk_size`` clients.
+
+    Args:
+      score_fn: the model's apply.
+      shared: global shared params.
+      private_store: the stacked private params (without scores).
+      eval_items: ``[U, M]`` candidates; history, history_mask: ``[U, n]`` memory.
+      num_items: catalogue size.
+      chunk_size: clients per call.
+
+    Returns:
+      ``[U, M]`` float32 logits.
+    """
+
+    def one(shared, private_store, user, items, hist, hmask):
+        m, h = items.shape[0], hist.shape[0]
+        rows, _, local_items, local_hist = localize(
+            items, jnp.ones(m, bool), hist, hmask, num_items, local_rows(m, h, num_items))
+        tables = {k: t[rows] for k, t in shared.tables.items()}
+        params = ModelParams(gather_clients(private_store, user, rows),
+                             Leaves(tables, shared.dense))
+        return score_fn(params, local_items, Context(local_hist, hmask)).astype(jnp.float32)
+
+    score_chunk = jax.jit(jax.vmap(one, in_axes=(None, None, 0, 0, 0, 0)))
+    num_clients = eval_items.shape[0]
+    size = min(chunk_size, num_clients)
+    parts = []
+    for start in range(0, num_clients, size):
+        users = np.arange(start, min(start + size, num_clients))
+        padded = np.concatenate([users, np.repeat(users[:1], size - len(users))])
+        out = score_chunk(shared, private_store, padded.astype(np.int32), eval_items[padded],
+                          history[padded], history_mask[padded])
+        parts.append(out[:len(users)])
+    return jnp.concatenate(parts)

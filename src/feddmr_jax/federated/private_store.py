@@ -11,13 +11,13 @@ client axis first (``[U, ...]``):
   tables are gathered and scatter-added; no ``[I, d]`` copy per client is made.
   The store itself holds ``U x I x d`` values: :func:`check_store_size` refuses
   a store above a bound instead of running out of memory halfway through.
-* ``dense[EVAL_VIEW]`` (only for methods evaluated with their *local* item
-  tables, such as PFedRec): ``{table: [U, M, d]}``, the rows of each client's
-  ``M`` evaluation candidates (validation then test) in its own item table
-  after its last local training. Clients write it after training; the
-  evaluator scores with it instead of the global rows. It is not a model
-  parameter: the engine strips it before local training and the model never
-  sees it.
+* ``dense[EVAL_SCORES]`` (only when evaluating in ``local`` mode,
+  ``train.eval_mode``): ``[U, M]`` float32, every client's logits of its ``M``
+  evaluation candidates (validation then test) computed by the model it held
+  right after its last local training (federated/parallel.py); before its
+  first round, by the initial global model. The evaluator reads them instead
+  of scoring. They are not model parameters: the engine strips them before
+  local training and the model never sees them.
 """
 
 from __future__ import annotations
@@ -27,47 +27,32 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from feddmr_jax.errors import ConfigError
 from feddmr_jax.models.base import Leaves, Model
 
 Array = jax.Array
 
-EVAL_VIEW = "eval_view"
+EVAL_SCORES = "eval_scores"
 
 
 class PrivateStoreTooLarge(ConfigError):
     """The private store of every client would exceed the configured bound."""
 
 
-def split_view(private: Leaves) -> tuple[Leaves, dict[str, Array] | None]:
-    """``(model params, evaluation view or None)`` of one client's (or the store's) private half."""
-    if EVAL_VIEW not in private.dense:
+def split_scores(private: Leaves) -> tuple[Leaves, Array | None]:
+    """``(model params, stored evaluation scores or None)`` of a client's (or the store's) private half."""
+    if EVAL_SCORES not in private.dense:
         return private, None
-    dense = {k: v for k, v in private.dense.items() if k != EVAL_VIEW}
-    return Leaves(private.tables, dense), private.dense[EVAL_VIEW]
+    dense = {k: v for k, v in private.dense.items() if k != EVAL_SCORES}
+    return Leaves(private.tables, dense), private.dense[EVAL_SCORES]
 
 
-def attach_view(private: Leaves, view: dict[str, Array]) -> Leaves:
-    """``private`` with the evaluation view added (see the module docstring)."""
-    if EVAL_VIEW in private.dense:
-        raise ValueError(f"private params already hold {EVAL_VIEW!r}")
-    return Leaves(private.tables, {**private.dense, EVAL_VIEW: view})
-
-
-def init_view(shared: Leaves, eval_items: np.ndarray) -> dict[str, Array]:
-    """Initial view: the initial global rows of every client's candidates.
-
-    Args:
-      shared: initial global shared params.
-      eval_items: ``[U, M]`` candidate item ids of every client.
-
-    Returns:
-      ``{table: [U, M, d]}`` for every shared table.
-    """
-    ids = jnp.asarray(eval_items)
-    return {name: table[ids] for name, table in shared.tables.items()}
+def attach_scores(private: Leaves, scores: Array) -> Leaves:
+    """``private`` with the evaluation scores added (see the module docstring)."""
+    if EVAL_SCORES in private.dense:
+        raise ValueError(f"private params already hold {EVAL_SCORES!r}")
+    return Leaves(private.tables, {**private.dense, EVAL_SCORES: scores})
 
 
 def gather_clients(store: Leaves, client_ids: Array, rows: Array | None) -> Leaves:
@@ -117,25 +102,22 @@ def write_clients(store: Leaves, private: Leaves, target: Array, rows: Array | N
     return Leaves(tables, dense)
 
 
-def store_bytes(model: Model, num_clients: int, view_rows: int = 0) -> int:
-    """Bytes of the private store: ``U x`` (one client's private params + view rows)."""
+def store_bytes(model: Model, num_clients: int, score_columns: int = 0) -> int:
+    """Bytes of the private store: ``U x`` (one client's private params + its
+    ``score_columns`` float32 evaluation scores)."""
     private = jax.eval_shape(model.init_private, jax.random.key(0))
     per_client = sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(private))
-    if view_rows:
-        shared = jax.eval_shape(model.init_shared, jax.random.key(0))
-        per_client += sum(view_rows * math.prod(t.shape[1:]) * t.dtype.itemsize
-                          for t in shared.tables.values())
-    return num_clients * per_client
+    return num_clients * (per_client + 4 * score_columns)
 
 
-def check_store_size(model: Model, num_clients: int, view_rows: int, limit_gb: float,
+def check_store_size(model: Model, num_clients: int, score_columns: int, limit_gb: float,
                      field: str = "train.max_private_gb") -> int:
     """Raises :class:`PrivateStoreTooLarge` when the store would exceed ``limit_gb`` GiB.
 
     Returns:
       The store's size in bytes.
     """
-    size = store_bytes(model, num_clients, view_rows)
+    size = store_bytes(model, num_clients, score_columns)
     if size > limit_gb * 2**30:
         private: Any = jax.eval_shape(model.init_private, jax.random.key(0))
         tables = ", ".join(f"{k} {tuple(v.shape)}" for k, v in private.tables.items())
