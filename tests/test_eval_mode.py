@@ -100,3 +100,55 @@ def test_pfedrec_local_mode_is_the_reference_local_evaluation(eval_mode, sequent
             for name in ("hr@10", "ndcg@10", "auc", "mrr"):
                 assert got[name] == pytest.approx(want[name], abs=1e-6), (r, name)
     assert 0 < len(seen) < num_users        # some clients never trained: initial scores count
+
+
+def _feddmr_config(**train):
+    return config_lib.build_config({
+        "data": DATA,
+        "train": {"model": "feddmr", "rounds": 2, "batch_size": 16, "chunk_size": 4,
+                  "clients_per_round": 12, "eval_mode": "local", **train},
+        "model": {"dim": 8, "heads": 2, "layers": 1, "history_len": 4}})
+
+
+def test_local_and_global_agree_when_nothing_is_learned():
+    """lr 0: the local model is the global one, so the stored scores (and metrics) are
+    the global evaluation's, for clients that trained and clients that did not.
+    (That they differ once something is learned: test_local_eval.py.)"""
+    import jax
+
+    from feddmr_jax.evaluate import evaluate, score_user
+    from feddmr_jax.federated.private_store import EVAL_SCORES
+
+    exp = build_experiment(_feddmr_config(lr=0.0, embedding_lr=0.0))
+    assert exp.eval_mode == "local"
+    state = exp.algorithm.init(exp.keys["init"])
+    for r in (1, 2):
+        state, _ = run_round(exp, state, r)
+    stored = np.asarray(state.private_store.dense[EVAL_SCORES])
+    score_all = jax.jit(jax.vmap(lambda *a: score_user(exp.model, *a),
+                                 in_axes=(None, None, 0, 0, 0, 0)))
+    users = np.arange(exp.split.num_users, dtype=np.int32)
+    cv = exp.val_set.candidates.shape[1]
+    for eval_set, cols in ((exp.val_set, slice(0, cv)), (exp.test_set, slice(cv, None))):
+        scores = score_all(state.shared, state.private_store, users, eval_set.candidates,
+                           exp.planner.history, exp.planner.history_mask)
+        np.testing.assert_allclose(stored[:, cols], scores, rtol=1e-5, atol=1e-5)
+        local = evaluate_state(exp, state, eval_set)
+        glob = evaluate(exp.scorer, state.shared, state.private_store, eval_set,
+                        exp.planner.history, exp.planner.history_mask)
+        for name in ("hr@10", "ndcg@10", "auc", "mrr"):
+            assert local[name] == pytest.approx(glob[name], abs=1e-6), name
+
+
+def test_local_mode_is_refused_with_full_ranking():
+    from feddmr_jax.errors import ConfigError
+
+    cfg = config_lib.build_config({"data": {**DATA, "split": "ratio"},
+                                   "train": {"model": "pfedrec"}, "model": {"dim": 4}})
+    with pytest.raises(ConfigError, match="eval_mode 'local' .* ranks all items"):
+        build_experiment(cfg)
+    # global works with ratio, also for PFedRec
+    exp = build_experiment(config_lib.build_config({
+        "data": {**DATA, "split": "ratio"}, "train": {"model": "pfedrec", "eval_mode": "global"},
+        "model": {"dim": 4}}))
+    assert exp.eval_mode == "global"
