@@ -80,5 +80,5 @@ def test_cli_resume_uses_saved_config_and_refuses_flags(tmp_path, capsys):
     out = tmp_path / "run"
     rc = cli.main(["train", "--resume", str(out)])
     assert rc == 2 and "holds no run" in capsys.readouterr().err
-    rc = cli.main(["train", "--resume", str(out), "--rounds", "3"])
-    assert rc == 2 and "drop --rounds" in capsys.readouterr().err
+    rc = cli.main(["train", "--resume", str(out), "--lr", "0.1", "--rounds", "3"])
+    assert rc == 2 and "drop --lr" in capsys.readouterr().err

@@ -202,25 +202,52 @@ def evaluate_state(exp: Experiment, state: FedState, eval_set: EvalSet) -> dict[
 
 
 class _Progress:
-    """One status line on stderr (rewritten in place on a terminal)."""
+    """Status lines on stderr: what is being built and compiled, then one line per round.
 
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled
+    On a terminal the round line is rewritten in place; otherwise (logs) one
+    line per evaluated round and the last. The ETA uses the rounds of this
+    process after its first (which compiles), less any compile time in them.
+    """
+
+    def __init__(self, first: int, total: int, enabled: bool):
+        self.first, self.total, self.enabled = first, total, enabled
         self.tty = enabled and sys.stderr.isatty()
         self.start = time.perf_counter()
+        self.steady: list[float] = []
+        self._open_line = False
 
-    def update(self, r: int, loss: float, val: dict | None) -> None:
+    def note(self, text: str) -> None:
+        """A message on a line of its own."""
+        if self.enabled:
+            print(("\n" if self._open_line else "") + text, file=sys.stderr, flush=True)
+            self._open_line = False
+
+    def eta(self, r: int) -> float | None:
+        """Seconds left after round ``r``; None before a steady-state round was seen."""
+        if not self.steady:
+            return None
+        return statistics.fmean(self.steady) * (self.total - r)
+
+    def update(self, r: int, seconds: float, compile_seconds: float, loss: float,
+               val: dict | None) -> None:
+        """Reports round ``r``, which took ``seconds`` of which ``compile_seconds`` compiling."""
+        if r == self.first:
+            self.note(f"first round done in {seconds:.1f}s (compiling {compile_seconds:.1f}s)")
+        else:
+            self.steady.append(max(seconds - compile_seconds, 0.0))
         if not self.enabled:
             return
         elapsed = time.perf_counter() - self.start
-        eta = elapsed / r * (self.total - r)
+        eta = self.eta(r)
         done = int(20 * r / self.total)
         line = (f"round {r}/{self.total} [{'#' * done}{'.' * (20 - done)}] "
-                f"{elapsed:.0f}s ETA {eta:.0f}s loss {loss:.4f}")
+                f"{elapsed:.0f}s ETA {'--' if eta is None else f'{eta:.0f}s'} loss {loss:.4f}")
         if val:
             line += f" val hr@10 {val.get('hr@10', math.nan):.4f} auc {val.get('auc', math.nan):.4f}"
         if self.tty:
-            print("\r" + line, end="\n" if r == self.total else "", file=sys.stderr, flush=True)
+            last = r == self.total
+            print("\r" + line, end="\n" if last else "", file=sys.stderr, flush=True)
+            self._open_line = not last
         elif val or r == self.total:
             print(line, file=sys.stderr, flush=True)
 
@@ -272,32 +299,118 @@ def load_run_config(out_dir: str | Path) -> RunConfig:
     return config_lib.from_dict(json.loads(path.read_text()))
 
 
+def clear_run(out_dir: str | Path) -> None:
+    """Deletes a run's artifacts (metrics, summary, checkpoints, config) from ``out_dir``."""
+    import shutil
+
+    from feddmr_jax.checkpoint import RUN_ARTIFACTS
+
+    for name in (*RUN_ARTIFACTS, "config.json"):
+        path = Path(out_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _config_changes(saved: RunConfig, cfg: RunConfig) -> list[str]:
+    """``section.key (saved X, given Y)`` for every value that differs, but train.rounds."""
+    a, b = config_lib.to_dict(saved), config_lib.to_dict(cfg)
+    out = []
+    for section in a:
+        for key in sorted(set(a[section]) | set(b.get(section, {}))):
+            if (section, key) != ("train", "rounds") and \
+                    a[section].get(key) != b.get(section, {}).get(key):
+                out.append(f"{section}.{key} (saved {a[section].get(key)!r}, "
+                           f"given {b.get(section, {}).get(key)!r})")
+    return out
+
+
+def prepare_out_dir(cfg: RunConfig, out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Checks ``out`` before training: refuses to overwrite a run or to resume a changed one.
+
+    Args:
+      cfg: the config to train.
+      out: the run folder.
+      resume: continue the run in ``out`` (only ``train.rounds`` may differ from its config).
+      overwrite: delete a previous run in ``out`` first.
+
+    Raises:
+      ConfigError: ``out`` holds a run and neither flag is set; ``resume`` with
+        no run, or with a config that differs in anything but ``train.rounds``.
+    """
+    from feddmr_jax.checkpoint import run_dir_state
+
+    has_run = run_dir_state(out) == "has_run"
+    if resume and overwrite:
+        raise config_lib.ConfigError("choose one of resume=True and overwrite=True")
+    if resume:
+        if not has_run:
+            raise config_lib.ConfigError(f"cannot resume: {out} holds no run")
+        changes = _config_changes(load_run_config(out), cfg)
+        if changes:
+            raise config_lib.ConfigError(
+                f"cannot resume {out} with another config (only train.rounds may change): "
+                + "; ".join(changes))
+    elif has_run:
+        if not overwrite:
+            raise config_lib.ConfigError(
+                f"output folder {out} holds another run; pass resume=True to continue it, "
+                "overwrite=True to replace it, or choose another folder")
+        clear_run(out)
+
+
 def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
           extra_terms: Mapping[str, LossTerm] | None = None,
-          progress: bool = True, resume: bool = False,
+          progress: bool = True, resume: bool = False, overwrite: bool = False,
           stop_after_round: int | None = None) -> dict[str, Any]:
     """Trains and evaluates; returns the summary (also written to ``out_dir``).
 
+    JAX's persistent compilation cache is turned on first
+    (:func:`feddmr_jax.timing.enable_compilation_cache`; ``FEDDMR_COMPILE_CACHE=off``
+    disables it). A checkpoint is saved every ``train.checkpoint_every`` rounds
+    and after the last round, so a finished run can be extended: resume it
+    with a larger ``train.rounds``.
+
     Args:
-      cfg: run configuration.
+      cfg: run configuration (e.g. :meth:`RunConfig.create`).
       out_dir: where ``config.json``, ``metrics.jsonl``, ``summary.json`` and
         ``checkpoints/`` go (None: nowhere, no checkpoints).
       extra_terms: additional loss terms ``{name: fn(params, global, batch)}``.
-      progress: print a progress line on stderr.
-      resume: continue from the newest valid checkpoint in ``out_dir``.
+      progress: print progress lines on stderr.
+      resume: continue the run in ``out_dir`` from its newest valid checkpoint;
+        ``cfg`` must be its saved config (:func:`load_run_config`), except
+        ``train.rounds``, which may grow to extend the run.
+      overwrite: replace a run already in ``out_dir``.
       stop_after_round: stop (as if interrupted) after this round (for tests).
 
+    Returns:
+      The summary: best validation round, its val and test metrics, timings,
+      dataset size, and privacy figures of a DP run.
+
     Raises:
+      ConfigError: ``out_dir`` holds a run and neither ``resume`` nor
+        ``overwrite`` is set; a resumed run's config differs; nothing to resume.
       Interrupted: SIGINT/SIGTERM arrived; a checkpoint of the last finished
         round was saved first.
     """
     from feddmr_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer, install_stop_handler
+    from feddmr_jax.timing import enable_compilation_cache
 
-    watch = CompileWatch()
     t0 = time.perf_counter()
-    exp = build_experiment(cfg, extra_terms=extra_terms)
     t = cfg.train
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        cfg.validate()
+        prepare_out_dir(cfg, out, resume=resume, overwrite=overwrite)
+    elif resume:
+        raise config_lib.ConfigError("resume=True needs the run folder (out_dir)")
+    enable_compilation_cache()
+    watch = CompileWatch()
+    bar = _Progress(1, t.rounds, progress)
+    bar.note(f"building experiment: dataset {cfg.data.dataset}, model {t.model}, "
+               f"{t.rounds} rounds...")
+    exp = build_experiment(cfg, extra_terms=extra_terms)
     state = exp.algorithm.init(exp.keys["init"])
     loop = LoopState()
     first_round = 1
@@ -308,9 +421,16 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
         if resume:
             step, state, meta = ckpt.restore(state)
             loop = LoopState(**meta["loop"])
-            first_round = step + 1
+            if step > t.rounds:
+                raise config_lib.ConfigError(f"cannot resume {out} with train.rounds = "
+                                             f"{t.rounds}: it has run {step} rounds already")
+            if loop.stopped_early and step < t.rounds:
+                raise config_lib.ConfigError(
+                    f"cannot extend {out}: it stopped early at round {step} (train.patience "
+                    f"= {t.patience}, best round {loop.best_round})")
+            first_round = bar.first = step + 1
             _truncate_metrics(out / "metrics.jsonl", step)
-            log.info("resumed from round %d", step)
+            bar.note(f"resumed {out} from round {step}")
         else:
             (out / "metrics.jsonl").write_text("")
         (out / "config.json").write_text(json.dumps(config_lib.to_dict(cfg), indent=2) + "\n")
@@ -319,44 +439,56 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
         if ckpt is not None:
             ckpt.save(r, state, {"round": r, "loop": loop.to_json(), "seed": t.seed}, force=True)
 
-    bar = _Progress(t.rounds, progress)
-    with install_stop_handler() as stop:
-        for r in range(first_round, t.rounds + 1):
-            start = time.perf_counter()
-            state, stats = run_round(exp, state, r)
-            jax.block_until_ready(state.shared)
-            seconds = time.perf_counter() - start
-            loop.round_seconds.append(seconds)
-            record = {"round": r, "train_loss": stats.train_loss, "accepted": stats.accepted,
-                      "dropped_nonfinite": stats.dropped, "unreported": stats.unreported,
-                      "seconds": seconds}
-            if exp.privacy is not None and exp.privacy.epsilons is not None:
-                record["epsilon"] = exp.privacy.epsilons[r - 1]   # None: noise 0
-            val = None
-            if r % t.eval_every == 0 or r == t.rounds:
-                start = time.perf_counter()
-                val = evaluate_state(exp, state, exp.val_set)
-                test = evaluate_state(exp, state, exp.test_set)
-                record.update(val=val, test=test, eval_seconds=time.perf_counter() - start)
-                if loop.best_val is None or val[t.select_metric] > loop.best_val[t.select_metric]:
-                    loop.best_round, loop.best_val, loop.best_test = r, val, test
-                    loop.evals_since_best = 0
-                else:
-                    loop.evals_since_best += 1
-            if out is not None:
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            bar.update(r, stats.train_loss, val)
-            if t.patience is not None and loop.evals_since_best >= t.patience:
-                loop.stopped_early = True
-                log.info("early stop at round %d (best round %d)", r, loop.best_round)
-            if stop.requested or (stop_after_round is not None and r == stop_after_round):
-                save(r)
-                raise Interrupted(out, r, stop.signal_name)
-            if loop.stopped_early:
-                break
-            if t.checkpoint_every and r % t.checkpoint_every == 0:
-                save(r)
+    if first_round <= t.rounds:
+        bar.note(f"built in {time.perf_counter() - t0:.1f}s ({exp.split.num_users} users, "
+                 f"{exp.split.num_items} items); compiling the round program (first round)...")
+    last = first_round - 1
+    try:
+        with install_stop_handler() as stop:
+            for r in range(first_round, t.rounds + 1):
+                start, compiled = time.perf_counter(), watch.seconds
+                state, stats = run_round(exp, state, r)
+                jax.block_until_ready(state.shared)
+                seconds = time.perf_counter() - start
+                loop.round_seconds.append(seconds)
+                record = {"round": r, "train_loss": stats.train_loss, "accepted": stats.accepted,
+                          "dropped_nonfinite": stats.dropped, "unreported": stats.unreported,
+                          "seconds": seconds}
+                if exp.privacy is not None and exp.privacy.epsilons is not None:
+                    record["epsilon"] = exp.privacy.epsilons[r - 1]   # None: noise 0
+                val = None
+                if r % t.eval_every == 0 or r == t.rounds:
+                    eval_start = time.perf_counter()
+                    val = evaluate_state(exp, state, exp.val_set)
+                    test = evaluate_state(exp, state, exp.test_set)
+                    record.update(val=val, test=test,
+                                  eval_seconds=time.perf_counter() - eval_start)
+                    if (loop.best_val is None
+                            or val[t.select_metric] > loop.best_val[t.select_metric]):
+                        loop.best_round, loop.best_val, loop.best_test = r, val, test
+                        loop.evals_since_best = 0
+                    else:
+                        loop.evals_since_best += 1
+                if out is not None:
+                    with open(out / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                bar.update(r, time.perf_counter() - start, watch.seconds - compiled,
+                           stats.train_loss, val)
+                last = r
+                if t.patience is not None and loop.evals_since_best >= t.patience:
+                    loop.stopped_early = True
+                    log.info("early stop at round %d (best round %d)", r, loop.best_round)
+                if stop.requested or (stop_after_round is not None and r == stop_after_round):
+                    save(r)
+                    raise Interrupted(out, r, stop.signal_name)
+                if loop.stopped_early:
+                    break
+                if t.checkpoint_every and r % t.checkpoint_every == 0:
+                    save(r)
+        save(last)                      # every run ends with a checkpoint: it can be extended
+    finally:
+        if ckpt is not None:
+            ckpt.close()
     steady = loop.round_seconds[1:] or loop.round_seconds
     summary = {
         "config": config_lib.to_dict(cfg),
