@@ -95,3 +95,24 @@ def test_cli_log_messages_are_plain_lines(capsys):
     cli._configure_logging()
     logging.getLogger("feddmr_jax.checkpoint").warning("received %s: saving", "SIGINT")
     assert capsys.readouterr().err == "feddmr: received SIGINT: saving\n"
+
+
+def test_missing_dataset_says_what_was_looked_for_and_where(tmp_path, isolated_data_env, capsys):
+    rc = cli.main(["data", "stats", "--dataset", "ml-1m", "--data-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"ml-1m: ratings.dat not found (looked in {tmp_path}/ml-1m/ratings.dat" in err
+    assert "expected layout: DIR/ml-1m/ratings.dat" in err
+
+
+def test_printed_summary_has_the_epsilon_of_a_dp_run(tmp_path, monkeypatch, capsys):
+    def fake_train(cfg, out, **kwargs):
+        assert cfg.train.dp_clip == 0.5 and kwargs["overwrite"] is False
+        return {"best_round": 1, "val": {}, "test": {}, "epsilon": 2.5, "delta": 1e-4,
+                "round_seconds": 1.0, "compile_seconds": 1.0, "total_seconds": 2.0}
+
+    monkeypatch.setattr("feddmr_jax.train.train", fake_train)
+    rc = cli.main(["train", "--dp-clip", "0.5", "--table-mean", "participants", "--quiet",
+                   "--out", str(tmp_path / "run")])
+    printed = json.loads(capsys.readouterr().out.split("\nwrote ")[0])
+    assert rc == 0 and printed["epsilon"] == 2.5 and printed["delta"] == 1e-4
