@@ -246,7 +246,7 @@ class _Progress:
             line += f" val hr@10 {val.get('hr@10', math.nan):.4f} auc {val.get('auc', math.nan):.4f}"
         if self.tty:
             last = r == self.total
-            print("\r" + line, end="\n" if last else "", file=sys.stderr, flush=True)
+            print("\r" + line + "\033[K", end="\n" if last else "", file=sys.stderr, flush=True)
             self._open_line = not last
         elif val or r == self.total:
             print(line, file=sys.stderr, flush=True)
