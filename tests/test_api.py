@@ -116,3 +116,27 @@ def test_printed_summary_has_the_epsilon_of_a_dp_run(tmp_path, monkeypatch, caps
                    "--out", str(tmp_path / "run")])
     printed = json.loads(capsys.readouterr().out.split("\nwrote ")[0])
     assert rc == 0 and printed["epsilon"] == 2.5 and printed["delta"] == 1e-4
+
+
+def test_compilation_cache_is_on_unless_turned_off(monkeypatch):
+    import jax
+
+    from feddmr_jax.timing import enable_compilation_cache
+
+    monkeypatch.setenv("FEDDMR_COMPILE_CACHE", "off")
+    assert enable_compilation_cache() is None
+    monkeypatch.delenv("FEDDMR_COMPILE_CACHE")
+    current = jax.config.jax_compilation_cache_dir
+    if current:                                  # a folder already chosen is kept (idempotent)
+        assert str(enable_compilation_cache()) == current
+        assert jax.config.jax_compilation_cache_dir == current
+
+
+def test_train_turns_the_compilation_cache_on(monkeypatch):
+    from feddmr_jax.errors import FeddmrError
+
+    calls = []
+    monkeypatch.setattr("feddmr_jax.timing.enable_compilation_cache", lambda: calls.append(1))
+    with pytest.raises(FeddmrError, match="nope"):      # fails after the cache, at the data
+        train(RunConfig.create(dataset="nope"), progress=False)
+    assert calls == [1]
