@@ -92,9 +92,12 @@ def test_eta_uses_steady_rounds_of_this_process(capsys):
 
 
 def test_cli_log_messages_are_plain_lines(capsys):
-    cli._configure_logging()
-    logging.getLogger("feddmr_jax.checkpoint").warning("received %s: saving", "SIGINT")
+    logger = logging.getLogger("feddmr_jax")
+    before = (list(logger.handlers), logger.propagate)
+    with cli._plain_logging():
+        logging.getLogger("feddmr_jax.checkpoint").warning("received %s: saving", "SIGINT")
     assert capsys.readouterr().err == "feddmr: received SIGINT: saving\n"
+    assert (list(logger.handlers), logger.propagate) == before     # caplog still sees records
 
 
 def test_missing_dataset_says_what_was_looked_for_and_where(tmp_path, isolated_data_env, capsys):

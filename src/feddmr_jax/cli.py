@@ -7,6 +7,7 @@ Every user error (:class:`feddmr_jax.errors.FeddmrError`) is printed as one line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Sequence
 
@@ -189,8 +190,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise _UsageError("choose a command: 'feddmr data stats' or 'feddmr train' (see --help)")
 
 
-def _configure_logging() -> None:
-    """The package's log messages as plain ``feddmr: message`` lines on stderr."""
+@contextlib.contextmanager
+def _plain_logging():
+    """While the CLI runs: the package's warnings as plain ``feddmr: message`` lines
+    on stderr (not ``WARNING:feddmr_jax.checkpoint:...``); restored afterwards."""
     import logging
 
     class _Stderr(logging.StreamHandler):
@@ -199,21 +202,27 @@ def _configure_logging() -> None:
         stream = property(lambda self: sys.stderr, lambda self, value: None)
 
     logger = logging.getLogger("feddmr_jax")
-    if not any(type(h).__name__ == "_Stderr" for h in logger.handlers):
-        handler = _Stderr()
-        handler.setFormatter(logging.Formatter("feddmr: %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter("feddmr: %(message)s"))
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
     logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    _configure_logging()
     try:
-        args = build_parser().parse_args(argv)
-        return _dispatch(args)
+        with _plain_logging():
+            args = build_parser().parse_args(argv)
+            return _dispatch(args)
     except _UsageError as e:
         print(f"feddmr: error: {e}", file=sys.stderr)
         return 2
