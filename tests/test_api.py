@@ -11,7 +11,8 @@ from feddmr_jax import cli, config as config_lib
 from feddmr_jax.config import RunConfig
 from feddmr_jax.errors import ConfigError
 from feddmr_jax.models import FedRAPConfig, PFedRecConfig
-from feddmr_jax.train import _Progress, train
+from feddmr_jax.progress import Progress
+from feddmr_jax.train import train
 
 from engine_helpers import tiny_config
 
@@ -73,13 +74,13 @@ def test_resume_refuses_a_changed_config_but_rounds(tmp_path):
 
 
 def test_eta_uses_steady_rounds_of_this_process(capsys):
-    bar = _Progress(1, 10, True)
+    bar = Progress(1, 10, True)
     bar.update(1, 50.0, 49.0, 0.5, {"hr@10": 0.1, "auc": 0.5})    # compiles: no ETA yet
     assert bar.eta(1) is None
     bar.update(2, 2.0, 0.0, 0.5, None)
     bar.update(3, 4.5, 0.5, 0.5, None)     # compile time inside a round is not steady time
     assert bar.eta(3) == pytest.approx(3.0 * 7)
-    resumed = _Progress(6, 10, True)       # after --resume at round 5: rounds of this process
+    resumed = Progress(6, 10, True)       # after --resume at round 5: rounds of this process
     resumed.update(6, 30.0, 29.0, 0.5, None)
     resumed.update(7, 2.0, 0.0, 0.5, {"hr@10": 0.1, "auc": 0.5})
     assert resumed.eta(7) == pytest.approx(2.0 * 3)

@@ -12,9 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -40,6 +38,9 @@ from feddmr_jax.losses import LossTerm, bce, compose, l2, proximal
 from feddmr_jax.methods import Method, get_method, uses_dropout
 from feddmr_jax.models import Leaves, Model, ModelParams, build_model
 from feddmr_jax.privacy.plan import PrivacyPlan, build_privacy_plan, round_privacy
+from feddmr_jax.progress import Progress
+from feddmr_jax.run_dir import (clear_run, load_run_config, prepare_out_dir,  # noqa: F401
+                                 truncate_metrics)
 from feddmr_jax.timing import CompileWatch
 
 log = logging.getLogger(__name__)
@@ -201,57 +202,6 @@ def evaluate_state(exp: Experiment, state: FedState, eval_set: EvalSet) -> dict[
                     exp.planner.history, exp.planner.history_mask, view_offset=offset)
 
 
-class _Progress:
-    """Status lines on stderr: what is being built and compiled, then one line per round.
-
-    On a terminal the round line is rewritten in place; otherwise (logs) one
-    line per evaluated round and the last. The ETA uses the rounds of this
-    process after its first (which compiles), less any compile time in them.
-    """
-
-    def __init__(self, first: int, total: int, enabled: bool):
-        self.first, self.total, self.enabled = first, total, enabled
-        self.tty = enabled and sys.stderr.isatty()
-        self.start = time.perf_counter()
-        self.steady: list[float] = []
-        self._open_line = False
-
-    def note(self, text: str) -> None:
-        """A message on a line of its own."""
-        if self.enabled:
-            print(("\n" if self._open_line else "") + text, file=sys.stderr, flush=True)
-            self._open_line = False
-
-    def eta(self, r: int) -> float | None:
-        """Seconds left after round ``r``; None before a steady-state round was seen."""
-        if not self.steady:
-            return None
-        return statistics.fmean(self.steady) * (self.total - r)
-
-    def update(self, r: int, seconds: float, compile_seconds: float, loss: float,
-               val: dict | None) -> None:
-        """Reports round ``r``, which took ``seconds`` of which ``compile_seconds`` compiling."""
-        if r == self.first:
-            self.note(f"first round done in {seconds:.1f}s (compiling {compile_seconds:.1f}s)")
-        else:
-            self.steady.append(max(seconds - compile_seconds, 0.0))
-        if not self.enabled:
-            return
-        elapsed = time.perf_counter() - self.start
-        eta = self.eta(r)
-        done = int(20 * r / self.total)
-        line = (f"round {r}/{self.total} [{'#' * done}{'.' * (20 - done)}] "
-                f"{elapsed:.0f}s ETA {'--' if eta is None else f'{eta:.0f}s'} loss {loss:.4f}")
-        if val:
-            line += f" val hr@10 {val.get('hr@10', math.nan):.4f} auc {val.get('auc', math.nan):.4f}"
-        if self.tty:
-            last = r == self.total
-            print("\r" + line + "\033[K", end="\n" if last else "", file=sys.stderr, flush=True)
-            self._open_line = not last
-        elif val or r == self.total:
-            print(line, file=sys.stderr, flush=True)
-
-
 def _devices() -> list[str]:
     return [f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices()]
 
@@ -278,86 +228,6 @@ class LoopState:
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _truncate_metrics(path: Path, last_round: int) -> None:
-    """Keeps the lines of rounds <= last_round (a resumed run rewrites the rest)."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["round"] <= last_round]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    tmp.replace(path)
-
-
-def load_run_config(out_dir: str | Path) -> RunConfig:
-    """The config a run directory was started with (for ``--resume``)."""
-    path = Path(out_dir) / "config.json"
-    if not path.exists():
-        raise config_lib.ConfigError(f"cannot resume: {path} not found (is {out_dir} a run folder?)")
-    return config_lib.from_dict(json.loads(path.read_text()))
-
-
-def clear_run(out_dir: str | Path) -> None:
-    """Deletes a run's artifacts (metrics, summary, checkpoints, config) from ``out_dir``."""
-    import shutil
-
-    from feddmr_jax.checkpoint import RUN_ARTIFACTS
-
-    for name in (*RUN_ARTIFACTS, "config.json"):
-        path = Path(out_dir) / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-
-
-def _config_changes(saved: RunConfig, cfg: RunConfig) -> list[str]:
-    """``section.key (saved X, given Y)`` for every value that differs, but train.rounds."""
-    a, b = config_lib.to_dict(saved), config_lib.to_dict(cfg)
-    out = []
-    for section in a:
-        for key in sorted(set(a[section]) | set(b.get(section, {}))):
-            if (section, key) != ("train", "rounds") and \
-                    a[section].get(key) != b.get(section, {}).get(key):
-                out.append(f"{section}.{key} (saved {a[section].get(key)!r}, "
-                           f"given {b.get(section, {}).get(key)!r})")
-    return out
-
-
-def prepare_out_dir(cfg: RunConfig, out: Path, *, resume: bool, overwrite: bool) -> None:
-    """Checks ``out`` before training: refuses to overwrite a run or to resume a changed one.
-
-    Args:
-      cfg: the config to train.
-      out: the run folder.
-      resume: continue the run in ``out`` (only ``train.rounds`` may differ from its config).
-      overwrite: delete a previous run in ``out`` first.
-
-    Raises:
-      ConfigError: ``out`` holds a run and neither flag is set; ``resume`` with
-        no run, or with a config that differs in anything but ``train.rounds``.
-    """
-    from feddmr_jax.checkpoint import run_dir_state
-
-    has_run = run_dir_state(out) == "has_run"
-    if resume and overwrite:
-        raise config_lib.ConfigError("choose one of resume=True and overwrite=True")
-    if resume:
-        if not has_run:
-            raise config_lib.ConfigError(f"cannot resume: {out} holds no run")
-        changes = _config_changes(load_run_config(out), cfg)
-        if changes:
-            raise config_lib.ConfigError(
-                f"cannot resume {out} with another config (only train.rounds may change): "
-                + "; ".join(changes))
-    elif has_run:
-        if not overwrite:
-            raise config_lib.ConfigError(
-                f"output folder {out} holds another run; pass resume=True to continue it, "
-                "overwrite=True to replace it, or choose another folder")
-        clear_run(out)
 
 
 def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
@@ -407,7 +277,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
         raise config_lib.ConfigError("resume=True needs the run folder (out_dir)")
     enable_compilation_cache()
     watch = CompileWatch()
-    bar = _Progress(1, t.rounds, progress)
+    bar = Progress(1, t.rounds, progress)
     bar.note(f"building experiment: dataset {cfg.data.dataset}, model {t.model}, "
                f"{t.rounds} rounds...")
     exp = build_experiment(cfg, extra_terms=extra_terms)
@@ -429,7 +299,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
                     f"cannot extend {out}: it stopped early at round {step} (train.patience "
                     f"= {t.patience}, best round {loop.best_round})")
             first_round = bar.first = step + 1
-            _truncate_metrics(out / "metrics.jsonl", step)
+            truncate_metrics(out / "metrics.jsonl", step)
             bar.note(f"resumed {out} from round {step}")
         else:
             (out / "metrics.jsonl").write_text("")
