@@ -29,7 +29,9 @@ from feddmr_jax.federated.sampling import sample_clients
 from feddmr_jax.train import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = ROOT / "benchmarks" / "results"      # committed figures: written only with --save
+SCRATCH = ROOT / "runs" / "bench"              # default output (git-ignored): trying a benchmark
+                                               # leaves the tree clean
 
 
 def default_data_dir() -> str:
@@ -58,8 +60,18 @@ def add_round_source_args(p: argparse.ArgumentParser) -> None:
                    help="train only K fixed clients of the most populous shape class")
 
 
-def default_out(name: str) -> str:
-    return str(RESULTS / f"{name}.json")
+def add_output_args(p: argparse.ArgumentParser, name: str) -> None:
+    """--out PATH and --save (write the committed ``benchmarks/results/<name>.json``)."""
+    p.add_argument("--out", default=None,
+                   help=f"JSON path (default: runs/bench/{name}.json, a git-ignored scratch "
+                        f"file; with --save: benchmarks/results/{name}.json)")
+    p.add_argument("--save", action="store_true",
+                   help="record the figures in benchmarks/results/ (committed files)")
+
+
+def default_out(name: str, save: bool = False) -> str:
+    """``benchmarks/results/<name>.json`` with ``save``, else the scratch ``runs/bench/``."""
+    return str((RESULTS if save else SCRATCH) / f"{name}.json")
 
 
 # ---------------------------------------------------------------- machine

@@ -10,7 +10,8 @@ load + loo split + 99+99 evaluation negatives + one round of training negatives
 positives); best of ``--repeats`` runs per stage (target: total < 2 s).
 Synthetic: 10^6 users x ~20 interactions over 50,000 items (``--quick``:
 10^5 users), one run (target < 60 s). Prints a table, then one JSON line of
-figures as the last line, and writes it to ``benchmarks/results/bench_data.json``.
+figures as the last line, and writes it to ``runs/bench/bench_data.json`` (a
+git-ignored scratch file; ``--save``: ``benchmarks/results/bench_data.json``).
 """
 
 from __future__ import annotations
@@ -79,8 +80,14 @@ def main() -> None:
     p.add_argument("--data-dir", default=os.environ.get("FEDDMR_DATA_DIR",
                                                         str(ROOT.parent / "shared" / "data")))
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_data.json"))
+    p.add_argument("--out", default=None,
+                   help="JSON path (default: runs/bench/bench_data.json, a git-ignored scratch "
+                        "file; with --save: benchmarks/results/bench_data.json)")
+    p.add_argument("--save", action="store_true",
+                   help="record the figures in benchmarks/results/ (committed files)")
     args = p.parse_args()
+    args.out = args.out or str(ROOT / ("benchmarks/results" if args.save else "runs/bench")
+                               / "bench_data.json")
     figures = {"machine": f"{platform.machine()} x{os.cpu_count()} cpus",
                "quick": args.quick}
     data_dir = Path(args.data_dir)

@@ -230,11 +230,10 @@ def main() -> None:
     p.add_argument("--matmul-n", type=int, default=2048, help="size of the peak matmul")
     p.add_argument("--peak-seconds", type=float, default=None,
                    help="seconds per peak measurement (default 3; quick 1)")
-    p.add_argument("--out", default=None,
-                   help="JSON path (default benchmarks/results/bench_flops.json; "
-                        "quick: bench_flops_quick.json)")
+    _common.add_output_args(p, "bench_flops[_quick]")
     args = p.parse_args()
-    args.out = args.out or _common.default_out("bench_flops" + ("_quick" if args.quick else ""))
+    args.out = args.out or _common.default_out("bench_flops" + ("_quick" if args.quick else ""),
+                                           args.save)
     args.models = args.models or ("feddmr" if args.quick else DEFAULT_MODELS)
     args.rounds = args.rounds or (1 if args.quick else 2)
     args.peak_seconds = args.peak_seconds or (1.0 if args.quick else 3.0)

@@ -197,11 +197,10 @@ def main() -> None:
                    help="train config overrides, e.g. 'chunk_size=128,local_epochs=2'")
     p.add_argument("--compile-cache", action="store_true",
                    help="use the persistent compilation cache (compile_s then measures hits)")
-    p.add_argument("--out", default=None,
-                   help="JSON path (default benchmarks/results/bench_round.json; "
-                        "quick: bench_round_quick.json)")
+    _common.add_output_args(p, "bench_round[_quick]")
     args = p.parse_args()
-    args.out = args.out or _common.default_out("bench_round" + ("_quick" if args.quick else ""))
+    args.out = args.out or _common.default_out("bench_round" + ("_quick" if args.quick else ""),
+                                           args.save)
     args.rounds = args.rounds or (2 if args.quick else 3)
     if args.quick and args.one_class is None:
         args.one_class = 128

@@ -171,12 +171,11 @@ def main() -> None:
                    help="train config overrides, e.g. 'chunk_size=128,clients_per_round=10000'")
     p.add_argument("--size-timeout", type=float, default=None,
                    help="seconds allowed per size (default: none)")
-    p.add_argument("--out", default=None,
-                   help="JSON path (default benchmarks/results/bench_scale.json; "
-                        "quick: bench_scale_quick.json)")
+    _common.add_output_args(p, "bench_scale[_quick]")
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
-    args.out = args.out or _common.default_out("bench_scale" + ("_quick" if args.quick else ""))
+    args.out = args.out or _common.default_out("bench_scale" + ("_quick" if args.quick else ""),
+                                           args.save)
     args.rounds = args.rounds or (1 if args.quick else 2)
     args.items = args.items or (QUICK_ITEMS if args.quick else 50_000)
     if args.model_args is None:

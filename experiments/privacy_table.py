@@ -67,7 +67,7 @@ def run_one(name: str, raw: dict, out: Path, target: float | None) -> dict:
     cfg = config_lib.build_config(raw, source=f"privacy table run {name!r}")
     cfg.validate()
     start = time.perf_counter()
-    summary = train(cfg, out / name, progress=False)
+    summary = train(cfg, out / name, progress=False, overwrite=True)   # a rerun replaces it
     t = cfg.train
     users = summary["dataset"]["users"]
     per_round = min(t.clients_per_round or users, users)

@@ -54,10 +54,13 @@ def test_two_round_smoke_run_writes_finite_metrics(tmp_path, capsys):
     (["--heads", "5"], "must divide model.dim"),
     (["--client-fraction", "1.5"], "client_fraction must be in (0, 1]"),
     (["--client-fraction", "0"], "client_fraction must be in (0, 1]"),
-    (["--model", "nope"], "unknown model 'nope'"),
-    (["--aggregator", "nope"], "unknown aggregator 'nope'"),
+    (["--model", "nope"], "invalid choice: 'nope'"),
+    (["--aggregator", "nope"], "invalid choice: 'nope'"),
     (["--fault-nan", "1.5"], "must be in [0, 1)"),
-    (["--dropout", "-0.1"], "must be in [0, 1)"),
+    (["--fault-client-dropout", "-0.1"], "must be in [0, 1)"),
+    (["--dropout", "0.1"], "did you mean --model-dropout or --fault-client-dropout?"),
+    (["--drop", "0.1"], "did you mean --model-dropout or --fault-client-dropout?"),
+    (["--round", "3"], "did you mean --rounds"),
     (["--dataset", "nope"], "nope"),
     (["--dataset", "ml-100k", "--data-dir", "/nonexistent/feddmr"], "/nonexistent/feddmr"),
     (["--config", "/nonexistent/run.toml"], "config file not found"),
@@ -66,7 +69,7 @@ def test_two_round_smoke_run_writes_finite_metrics(tmp_path, capsys):
 def test_user_errors_are_one_line_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("FEDDMR_OFFLINE", "1")
     monkeypatch.setenv("FEDDMR_CACHE_DIR", str(tmp_path / "cache"))
-    rc = cli.main(["train", *argv, "--out", str(tmp_path / "o")])
+    rc = cli.main(["train", *argv, "--quiet", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2
     assert len(err.strip().splitlines()) == 1, err

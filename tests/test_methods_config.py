@@ -142,7 +142,7 @@ def test_config_file_selects_the_model(tmp_path):
     (["--model", "pfedrec", "--lr", "0.5"], "--lr does not apply to --model pfedrec"),
     (["--model", "fedrap", "--optimizer", "sgd"], "--optimizer does not apply to --model fedrap"),
     (["--lam", "0.1"], "--lam does not apply to --model feddmr"),
-    (["--model", "nope"], "unknown model 'nope'"),
+    (["--model", "nope"], "invalid choice: 'nope'"),
 ])
 def test_flags_that_do_not_apply_are_one_line_errors(argv, message, capsys, tmp_path):
     rc = cli.main(["train", *argv, "--out", str(tmp_path / "o")])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 from feddmr_jax import cli
 from feddmr_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer
-from feddmr_jax.train import Interrupted, build_experiment, train
+from feddmr_jax.train import Interrupted, build_experiment, load_run_config, train
 
 from engine_helpers import tiny_config
 
@@ -80,5 +81,22 @@ def test_cli_resume_uses_saved_config_and_refuses_flags(tmp_path, capsys):
     out = tmp_path / "run"
     rc = cli.main(["train", "--resume", str(out)])
     assert rc == 2 and "holds no run" in capsys.readouterr().err
-    rc = cli.main(["train", "--resume", str(out), "--rounds", "3"])
-    assert rc == 2 and "drop --rounds" in capsys.readouterr().err
+    rc = cli.main(["train", "--resume", str(out), "--lr", "0.1", "--rounds", "3"])
+    assert rc == 2 and "drop --lr" in capsys.readouterr().err
+
+
+def test_finished_run_extended_equals_uninterrupted(uninterrupted, tmp_path, capsys):
+    """A 3-round run (its only checkpoint: the final one) extended to 6 with the CLI."""
+    cfg, full_out, _ = uninterrupted
+    out = tmp_path / "run"
+    short = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, rounds=3))
+    train(short, out, progress=True)
+    err = capsys.readouterr().err
+    assert err.index("building experiment") < err.index("compiling the round program")
+    assert "first round done in" in err
+    with Checkpointer(out / CHECKPOINT_DIRNAME) as ckpt:
+        assert ckpt.all_steps() == [3]                  # checkpoint_every is 6
+    assert cli.main(["train", "--resume", str(out), "--rounds", str(ROUNDS), "--quiet"]) == 0
+    _assert_same_run(full_out, cfg, out)
+    assert load_run_config(out) == cfg
+    assert json.loads((out / "summary.json").read_text())["rounds_run"] == ROUNDS

@@ -7,6 +7,7 @@ Every user error (:class:`feddmr_jax.errors.FeddmrError`) is printed as one line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Sequence
 
@@ -14,10 +15,37 @@ from feddmr_jax.errors import FeddmrError
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one line and exit code 2."""
+    """argparse without prefix abbreviations that reports usage errors as one
+    line (with a "did you mean" for unknown flags) and exit code 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message):  # noqa: D401 - argparse API
         raise _UsageError(message)
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:       # the innermost (sub)parser reports them: it knows the flags
+            raise _UsageError(_unknown_message(extras, self))
+        return namespace, extras
+
+
+def _unknown_message(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    """``unrecognized argument --drop; did you mean --model-dropout or ...?``"""
+    import difflib
+
+    flags = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+    unknown = [x.split("=", 1)[0] for x in extras if x.startswith("-")] or extras[:1]
+    stem = unknown[0].lstrip("-")
+    near = ["--" + s for s in difflib.get_close_matches(stem, [f[2:] for f in flags], n=3,
+                                                         cutoff=0.7)]
+    near += [f for f in flags if len(stem) >= 3 and stem in f and f not in near]
+    message = f"unrecognized argument{'s' * (len(unknown) > 1)} {' '.join(unknown)}"
+    if near:
+        message += f"; did you mean {' or '.join(near[:3])}?"
+    return message + f" (see {parser.prog} --help)"
 
 
 class _UsageError(Exception):
@@ -33,98 +61,17 @@ def _add_data_source_args(p: argparse.ArgumentParser) -> None:
                    help="file to read for amazon-video / csv datasets")
 
 
-# flag -> (config section, key, type, help); defaults live in feddmr_jax.config.
-_TRAIN_FLAGS = {
-    "--dataset": ("data", "dataset", str, "ml-100k, ml-1m, lastfm-2k, amazon-video, csv, synthetic"),
-    "--data-dir": ("data", "data_dir", str, "folder with the dataset files"),
-    "--data-path": ("data", "data_path", str, "file for amazon-video / csv"),
-    "--split": ("data", "split", str, "loo or ratio"),
-    "--tie-break": ("data", "tie_break", str,
-                    "order among equal timestamps: row (file order) or random (seeded)"),
-    "--train-negatives": ("data", "train_negatives", str,
-                          "strict (avoid training positives) or reference (also val/test; leaky)"),
-    "--eval-mode": ("train", "eval_mode", str,
-                    "default (the method's), global or local (docs/protocol.md)"),
-    "--model": ("train", "model", str,
-                "feddmr, fedmf, fedncf, pfedrec or fedrap (its reference [train] values "
-                "are the defaults: see feddmr_jax/methods.py)"),
-    "--rounds": ("train", "rounds", int, "communication rounds"),
-    "--local-epochs": ("train", "local_epochs", int, "local epochs per round"),
-    "--batch-size": ("train", "batch_size", int, "local minibatch size"),
-    "--num-negatives": ("train", "num_negatives", int, "training negatives per positive"),
-    "--clients-per-round": ("train", "clients_per_round", int, "participants per round"),
-    "--client-fraction": ("train", "client_fraction", float, "fraction of clients per round"),
-    "--optimizer": ("train", "optimizer", str, "client optimizer: adam or sgd"),
-    "--lr": ("train", "lr", float, "client learning rate"),
-    "--embedding-lr": ("train", "embedding_lr", float,
-                       "learning rate of embeddings (default: --lr)"),
-    "--mu": ("train", "mu", float, "proximal coefficient (0 = FedAvg)"),
-    "--l2": ("train", "l2", float, "weight decay"),
-    "--weighting": ("train", "weighting", str, "uniform or examples"),
-    "--table-mean": ("train", "table_mean", str, "touched or participants"),
-    "--server-lr": ("train", "server_lr", float, "server learning rate (1 = FedAvg)"),
-    "--aggregator": ("train", "aggregator", str, "mean, clipped_mean, median, trimmed_mean"),
-    "--clip-norm": ("train", "clip_norm", float, "clipped_mean: L2 bound of each upload"),
-    "--trim-fraction": ("train", "trim_fraction", float, "trimmed_mean: fraction per end"),
-    "--chunk-size": ("train", "chunk_size", int, "clients per chunk (bounds memory)"),
-    "--devices": ("train", "devices", int, "devices the clients are split over (default: all)"),
-    "--dense": ("train", "sparse", bool, "train on full item tables (reference mode)"),
-    "--eval-every": ("train", "eval_every", int, "evaluate every k rounds"),
-    "--patience": ("train", "patience", int, "early stopping patience (evaluations)"),
-    "--seed": ("train", "seed", int, "master seed"),
-    "--checkpoint-every": ("train", "checkpoint_every", int, "save a checkpoint every k rounds"),
-    "--keep-checkpoints": ("train", "keep_checkpoints", int, "newest checkpoints to keep"),
-    "--dim": ("model", "dim", int, "embedding size"),
-    "--heads": ("model", "heads", int, "attention heads"),
-    "--layers": ("model", "layers", int, "attention layers"),
-    "--history-len": ("model", "history_len", int, "memory size (0 = none)"),
-    "--ffn-dim": ("model", "ffn_dim", int, "feed-forward width"),
-    "--model-dropout": ("model", "dropout", float, "dropout rate inside the model"),
-    "--fault-nan": ("train", "fault_nan", float, "fraction of sampled clients uploading NaN"),
-    "--fault-scale": ("train", "fault_scale", float,
-                      "fraction of sampled clients uploading a scaled update"),
-    "--fault-factor": ("train", "fault_factor", float,
-                       "scale of those updates (default 100; -1 flips the sign)"),
-    "--dropout": ("train", "client_dropout", float,
-                  "fraction of sampled clients that never report"),
-    "--no-attention": ("model", "attention", bool, "ablation: no attention layers"),
-    "--init-scale": ("model", "init_scale", float, "std of the embedding initializers"),
-    "--lr-eta": ("model", "lr_eta", float, "pfedrec: item lr = lr * items * lr_eta"),
-    "--lam": ("model", "lam", float, "fedrap: weight of the personality-commonality distance"),
-    "--dp-clip": ("train", "dp_clip", float,
-                  "user-level DP-FedAvg: L2 clip norm of each client's whole update"),
-    "--dp-noise": ("train", "dp_noise", float,
-                   "DP noise multiplier z (noise std z * clip on the sum of updates)"),
-    "--dp-delta": ("train", "dp_delta", float,
-                   "DP delta (default 1 / (10 * users); must be < 1 / users)"),
-    "--dp-accountant": ("train", "dp_accountant", str, "privacy accountant: rdp or pld"),
-    "--secure-agg": ("train", "secure_agg", bool,
-                     "simulated secure aggregation (pairwise-masked dense uploads)"),
-    "--secure-agg-neighbors": ("train", "secure_agg_neighbors", int,
-                               "mask partners per client (even; 0 = all participants)"),
-    "--secure-agg-bits": ("train", "secure_agg_bits", int,
-                          "fixed-point fractional bits of masked uploads (default 20)"),
-}
-
-
 def _train_config(args: argparse.Namespace):
     """Config file (if any) with the given flags on top."""
+    from feddmr_jax import cli_flags
     from feddmr_jax import config as config_lib
 
     raw = config_lib.read_config_file(args.config) if args.config else {}
-    overrides: dict[str, dict] = {}
-    given = []
-    for flag, (section, key, typ, _) in _TRAIN_FLAGS.items():
-        value = getattr(args, f"{section}__{key}")
-        if value is None:
-            continue
-        if flag == "--dense" or flag == "--no-attention":
-            value = False
-        overrides.setdefault(section, {})[key] = value
-        given.append(flag)
+    given = cli_flags.given_flags(args)
+    overrides = cli_flags.overrides_of(given)
     file_train = raw.get("train", {}) if isinstance(raw.get("train", {}), dict) else {}
-    _check_flags_apply(given, overrides.get("train", {}).get("model")
-                       or file_train.get("model") or config_lib.RunConfig().train.model)
+    cli_flags.check_flags_apply(given, overrides.get("train", {}).get("model")
+                                or file_train.get("model") or config_lib.RunConfig().train.model)
     merged = {section: dict(values) for section, values in raw.items()}
     for section, values in overrides.items():
         if not isinstance(merged.get(section, {}), dict):
@@ -137,83 +84,71 @@ def _train_config(args: argparse.Namespace):
     return cfg
 
 
-def _check_flags_apply(flags: list[str], model: object) -> None:
-    """Model-specific flags, and [train] flags the model ignores, are errors."""
-    import dataclasses
-
-    from feddmr_jax.methods import get_method
-
-    if not isinstance(model, str):
-        return                                 # reported by the config builder
-    method = get_method(model)
-    keys = [f.name for f in dataclasses.fields(method.config)]
-    for flag in flags:
-        section, key = _TRAIN_FLAGS[flag][:2]
-        if section == "model" and key not in keys:
-            raise FeddmrError(f"{flag} does not apply to --model {model} "
-                              f"(its [model] keys: {', '.join(keys)})")
-        if section == "train" and key in method.unused_train:
-            raise FeddmrError(f"{flag} does not apply to --model {model}: its learning "
-                              f"rates are [model] fields ({', '.join(keys)})")
-
-
-def _clear_run(out) -> None:
-    import shutil
-
-    from feddmr_jax.checkpoint import RUN_ARTIFACTS
-
-    for name in (*RUN_ARTIFACTS, "config.json"):
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-
-
 def _run_train(args: argparse.Namespace) -> int:
+    import dataclasses
     import json
     import time
     from pathlib import Path
 
+    from feddmr_jax import cli_flags
     from feddmr_jax.checkpoint import run_dir_state
-    from feddmr_jax.timing import enable_compilation_cache
     from feddmr_jax.train import Interrupted, load_run_config, train
 
     if args.resume:
-        given = [flag for flag, (section, key, _, _) in _TRAIN_FLAGS.items()
-                 if getattr(args, f"{section}__{key}") is not None]
-        if args.config or args.out or given:
-            raise FeddmrError("--resume continues with the run's saved config; drop "
-                              + ", ".join(given + ["--config"] * bool(args.config)
-                                          + ["--out"] * bool(args.out)))
+        given = [flag.flag for flag, _ in cli_flags.given_flags(args)]
+        refused = [f for f in given if f != "--rounds"] + ["--config"] * bool(args.config) \
+            + ["--out"] * bool(args.out) + ["--overwrite"] * args.overwrite
+        if refused:
+            raise FeddmrError("--resume continues with the run's saved config (only --rounds "
+                              "may change, to extend it); drop " + ", ".join(refused))
         out = Path(args.resume)
         if run_dir_state(out) != "has_run":
             raise FeddmrError(f"cannot resume: {out} holds no run")
         cfg = load_run_config(out)
+        if "--rounds" in given:
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train,
+                                                                     rounds=args.train__rounds))
+            cfg.validate()
+        elif (out / "summary.json").exists() and not args.quiet:
+            done = json.loads((out / "summary.json").read_text())
+            print(f"feddmr: the run in {out} is finished ({done.get('rounds_run')} rounds"
+                  + (", stopped early" if done.get("stopped_early") else "")
+                  + f"): nothing to train; extend it with --resume {out} --rounds N",
+                  file=sys.stderr)
     else:
         cfg = _train_config(args)
         out = Path(args.out or f"runs/{cfg.data.dataset}-{cfg.train.model}-"
                                f"{time.strftime('%Y%m%d-%H%M%S')}")
-        if run_dir_state(out) == "has_run":
-            if not args.overwrite:
-                raise FeddmrError(f"output folder {out} holds another run; pass --resume "
-                                  f"{out} to continue it, --overwrite to replace it, or "
-                                  "choose another --out")
-            _clear_run(out)
-    enable_compilation_cache()
+        if run_dir_state(out) == "has_run" and not args.overwrite:
+            raise FeddmrError(f"output folder {out} holds another run; pass --resume "
+                              f"{out} to continue it, --overwrite to replace it, or "
+                              "choose another --out")
     try:
-        summary = train(cfg, out, progress=not args.quiet, resume=bool(args.resume))
+        summary = train(cfg, out, progress=not args.quiet, resume=bool(args.resume),
+                        overwrite=args.overwrite)
     except Interrupted as e:
         print(f"feddmr: {e}", file=sys.stderr)
         return 130
-    short = {k: summary[k] for k in ("best_round", "val", "test", "round_seconds",
-                                     "compile_seconds", "total_seconds")}
-    print(json.dumps(short, indent=2))
+    keys = ("best_round", "val", "test", "epsilon", "delta", "round_seconds",
+            "compile_seconds", "total_seconds")
+    print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
     print(f"wrote {out / 'summary.json'} and {out / 'metrics.jsonl'}")
     return 0
 
 
+_TRAIN_EPILOG = """\
+Every config flag shows its TOML key ([section.key]) and default. Defaults are
+TrainConfig's; --model fedmf, fedncf, pfedrec and fedrap start from their
+reference [train] values instead (feddmr_jax/methods.py), listed after the
+default as "model: value"; "unused" marks keys a model ignores (its learning
+rates are [model] fields). [model] defaults are per model. Optional values
+accept "none". --resume DIR --rounds N extends a run to N rounds.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from feddmr_jax import cli_flags
+
     parser = _Parser(prog="feddmr", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -231,24 +166,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a federated recommender and report metrics",
                            description="Flags override --config; no flags: a short job on "
-                                       "the embedded synthetic dataset.")
-    train.add_argument("--config", help="TOML config file ([data], [model], [train])")
-    train.add_argument("--out", help="output folder (default: runs/<dataset>-<model>-<time>)")
-    train.add_argument("--overwrite", action="store_true",
-                       help="replace the run in the output folder (its metrics, summary, "
-                            "checkpoints)")
-    train.add_argument("--resume", metavar="DIR",
-                       help="continue the run in DIR from its newest valid checkpoint, "
-                            "with its saved config")
-    train.add_argument("--quiet", action="store_true", help="no progress line")
-    train.add_argument("--debug", action="store_true", help="show tracebacks")
-    for flag, (section, key, typ, help_) in _TRAIN_FLAGS.items():
-        if typ is bool:
-            train.add_argument(flag, dest=f"{section}__{key}", action="store_true",
-                               default=None, help=help_)
-        else:
-            train.add_argument(flag, dest=f"{section}__{key}", type=typ, default=None,
-                               metavar=key.upper(), help=help_)
+                                       "the embedded synthetic dataset.",
+                           epilog=_TRAIN_EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    groups = cli_flags.add_config_flags(train)
+    run = groups["run"]
+    run.add_argument("--config", help="TOML config file ([data], [model], [train])")
+    run.add_argument("--out", help="output folder (default: runs/<dataset>-<model>-<time>)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the run in the output folder (its metrics, summary, "
+                          "checkpoints)")
+    run.add_argument("--resume", metavar="DIR",
+                     help="continue the run in DIR from its newest checkpoint, with its saved "
+                          "config; with --rounds N: extend it to N rounds")
+    run.add_argument("--quiet", action="store_true", help="no progress lines")
+    run.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 
@@ -261,12 +193,39 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise _UsageError("choose a command: 'feddmr data stats' or 'feddmr train' (see --help)")
 
 
+@contextlib.contextmanager
+def _plain_logging():
+    """While the CLI runs: the package's warnings as plain ``feddmr: message`` lines
+    on stderr (not ``WARNING:feddmr_jax.checkpoint:...``); restored afterwards."""
+    import logging
+
+    class _Stderr(logging.StreamHandler):
+        """Writes to the current ``sys.stderr`` (tests replace it)."""
+
+        stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+    logger = logging.getLogger("feddmr_jax")
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter("feddmr: %(message)s"))
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        args = build_parser().parse_args(argv)
-        return _dispatch(args)
+        with _plain_logging():
+            args = build_parser().parse_args(argv)
+            return _dispatch(args)
     except _UsageError as e:
         print(f"feddmr: error: {e}", file=sys.stderr)
         return 2

@@ -236,6 +236,35 @@ class RunConfig:
         self.model.validate()
         self.train.validate()
 
+    @classmethod
+    def create(cls, *, model: str = "feddmr", dataset: str | None = None,
+               rounds: int | None = None,
+               sections: Mapping[str, Mapping[str, Any]] | None = None,
+               **keys: Any) -> "RunConfig":
+        """A validated config from keywords: the Python API's way to build a run.
+
+        Keys not given take the chosen method's reference ``[train]`` values,
+        then the dataclass defaults (as a TOML file would; see
+        :func:`build_config`). Example::
+
+            RunConfig.create(model="feddmr", dataset="ml-100k", rounds=50,
+                             data_dir="../shared/data", dim=32, mu=0.01)
+
+        Args:
+          model: model name (``feddmr_jax.methods.METHODS``); types ``[model]``.
+          dataset: ``data.dataset`` (default: synthetic).
+          rounds: ``train.rounds``.
+          sections: ``{section: {key: value}}`` tables as in a TOML file, for
+            keys whose name two sections share (fedrap's ``model.mu``).
+          **keys: any ``[data]``, ``[train]`` or ``[model]`` key of ``model``.
+
+        Raises:
+          ConfigError: a key no section of this model has (the message names
+            the section it belongs to), a key two sections share, a bad value.
+        """
+        return create_config(model=model, dataset=dataset, rounds=rounds,
+                             sections=sections, **keys)
+
 
 # The "model" entry is the default model's; the section's class follows train.model.
 SECTIONS = {"data": DataConfig, "model": FedDMRConfig, "train": TrainConfig}
@@ -396,3 +425,50 @@ def to_dict(cfg: RunConfig) -> dict[str, dict[str, Any]]:
 def from_dict(raw: Mapping[str, Mapping[str, Any]]) -> RunConfig:
     """The config :func:`to_dict` wrote (``train.model`` types ``[model]``)."""
     return apply_overrides(RunConfig(), raw, source="saved config")
+
+
+def create_config(*, model: str = "feddmr", dataset: str | None = None,
+                  rounds: int | None = None,
+                  sections: Mapping[str, Mapping[str, Any]] | None = None,
+                  **keys: Any) -> RunConfig:
+    """:meth:`RunConfig.create`: flat keywords sorted into their sections, then
+    :func:`build_config` and ``validate``."""
+    from feddmr_jax.methods import get_method
+    from feddmr_jax.models import MODEL_CONFIGS
+
+    method = get_method(model)
+    raw: dict[str, dict[str, Any]] = {name: dict(values)
+                                      for name, values in (sections or {}).items()}
+    for name, values in raw.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"RunConfig.create: unknown section {name!r} "
+                              f"(known: {', '.join(SECTIONS)})")
+    raw.setdefault("train", {})["model"] = model
+    if dataset is not None:
+        raw.setdefault("data", {})["dataset"] = dataset
+    if rounds is not None:
+        raw["train"]["rounds"] = rounds
+    owners = {"data": {f.name for f in dataclasses.fields(DataConfig)},
+              "train": {f.name for f in dataclasses.fields(TrainConfig)} - set(method.unused_train),
+              "model": {f.name for f in dataclasses.fields(method.config)}}
+    for key, value in keys.items():
+        found = [section for section, names in owners.items() if key in names]
+        if len(found) > 1:
+            raise ConfigError(f"RunConfig.create: {key!r} is a key of both " +
+                              " and ".join(f"[{s}]" for s in found) + f" for model {model!r}; "
+                              f"pass it as sections={{{found[-1]!r}: {{{key!r}: ...}}}}")
+        if not found:
+            others = [name for name, c in MODEL_CONFIGS.items()
+                      if key in {f.name for f in dataclasses.fields(c)}]
+            hint = (f"it is a [model] key of {', '.join(others)}" if others
+                    else "it is a [train] key this model ignores (its learning rates are "
+                         "[model] fields)" if key in method.unused_train
+                    else "known: data: " + ", ".join(sorted(owners["data"])) + "; train: "
+                         + ", ".join(sorted(owners["train"])) + f"; model ({model}): "
+                         + ", ".join(sorted(owners["model"])))
+            raise ConfigError(f"RunConfig.create: unknown key {key!r} for model {model!r} "
+                              f"({hint})")
+        raw.setdefault(found[0], {})[key] = value
+    cfg = build_config(raw, source="RunConfig.create")
+    cfg.validate()
+    return cfg

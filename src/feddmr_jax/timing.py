@@ -67,8 +67,10 @@ class CompileWatch:
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | None:
     """Turns on JAX's persistent compilation cache (compiled programs reused across runs).
 
-    The folder is ``path``, else ``$FEDDMR_COMPILE_CACHE``, else
+    The folder is ``path``, else ``$FEDDMR_COMPILE_CACHE``, else a folder the
+    caller already gave JAX (``jax_compilation_cache_dir``), else
     ``~/.cache/feddmr_jax/xla``; ``FEDDMR_COMPILE_CACHE=off`` disables it.
+    :func:`feddmr_jax.train.train` and the CLI call this.
 
     Returns:
       The cache folder, or None when disabled.
@@ -76,7 +78,11 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
     value = path if path is not None else os.environ.get("FEDDMR_COMPILE_CACHE")
     if value is not None and str(value).lower() in ("0", "off", "none", ""):
         return None
+    if value is None and jax.config.jax_compilation_cache_dir:
+        value = jax.config.jax_compilation_cache_dir       # the caller's own choice wins
     folder = Path(value) if value is not None else Path.home() / ".cache" / "feddmr_jax" / "xla"
+    if str(folder) == jax.config.jax_compilation_cache_dir:
+        return folder                                       # already on (idempotent)
     folder.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -12,9 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -41,6 +39,9 @@ from feddmr_jax.losses import LossTerm, bce, compose, l2, proximal
 from feddmr_jax.methods import Method, get_method, uses_dropout
 from feddmr_jax.models import Leaves, Model, ModelParams, build_model
 from feddmr_jax.privacy.plan import PrivacyPlan, build_privacy_plan, round_privacy
+from feddmr_jax.progress import Progress
+from feddmr_jax.run_dir import (clear_run, load_run_config, prepare_out_dir,  # noqa: F401
+                                 truncate_metrics)
 from feddmr_jax.timing import CompileWatch
 
 log = logging.getLogger(__name__)
@@ -211,30 +212,6 @@ def evaluate_state(exp: Experiment, state: FedState, eval_set: EvalSet) -> dict[
                     exp.planner.history, exp.planner.history_mask)
 
 
-class _Progress:
-    """One status line on stderr (rewritten in place on a terminal)."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled
-        self.tty = enabled and sys.stderr.isatty()
-        self.start = time.perf_counter()
-
-    def update(self, r: int, loss: float, val: dict | None) -> None:
-        if not self.enabled:
-            return
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / r * (self.total - r)
-        done = int(20 * r / self.total)
-        line = (f"round {r}/{self.total} [{'#' * done}{'.' * (20 - done)}] "
-                f"{elapsed:.0f}s ETA {eta:.0f}s loss {loss:.4f}")
-        if val:
-            line += f" val hr@10 {val.get('hr@10', math.nan):.4f} auc {val.get('auc', math.nan):.4f}"
-        if self.tty:
-            print("\r" + line, end="\n" if r == self.total else "", file=sys.stderr, flush=True)
-        elif val or r == self.total:
-            print(line, file=sys.stderr, flush=True)
-
-
 def _devices() -> list[str]:
     return [f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices()]
 
@@ -263,51 +240,57 @@ class LoopState:
         return dataclasses.asdict(self)
 
 
-def _truncate_metrics(path: Path, last_round: int) -> None:
-    """Keeps the lines of rounds <= last_round (a resumed run rewrites the rest)."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["round"] <= last_round]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    tmp.replace(path)
-
-
-def load_run_config(out_dir: str | Path) -> RunConfig:
-    """The config a run directory was started with (for ``--resume``)."""
-    path = Path(out_dir) / "config.json"
-    if not path.exists():
-        raise config_lib.ConfigError(f"cannot resume: {path} not found (is {out_dir} a run folder?)")
-    return config_lib.from_dict(json.loads(path.read_text()))
-
-
 def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
           extra_terms: Mapping[str, LossTerm] | None = None,
-          progress: bool = True, resume: bool = False,
+          progress: bool = True, resume: bool = False, overwrite: bool = False,
           stop_after_round: int | None = None) -> dict[str, Any]:
     """Trains and evaluates; returns the summary (also written to ``out_dir``).
 
+    JAX's persistent compilation cache is turned on first
+    (:func:`feddmr_jax.timing.enable_compilation_cache`; ``FEDDMR_COMPILE_CACHE=off``
+    disables it). A checkpoint is saved every ``train.checkpoint_every`` rounds
+    and after the last round, so a finished run can be extended: resume it
+    with a larger ``train.rounds``.
+
     Args:
-      cfg: run configuration.
+      cfg: run configuration (e.g. :meth:`RunConfig.create`).
       out_dir: where ``config.json``, ``metrics.jsonl``, ``summary.json`` and
         ``checkpoints/`` go (None: nowhere, no checkpoints).
       extra_terms: additional loss terms ``{name: fn(params, global, batch)}``.
-      progress: print a progress line on stderr.
-      resume: continue from the newest valid checkpoint in ``out_dir``.
+      progress: print progress lines on stderr.
+      resume: continue the run in ``out_dir`` from its newest valid checkpoint;
+        ``cfg`` must be its saved config (:func:`load_run_config`), except
+        ``train.rounds``, which may grow to extend the run.
+      overwrite: replace a run already in ``out_dir``.
       stop_after_round: stop (as if interrupted) after this round (for tests).
 
+    Returns:
+      The summary: best validation round, its val and test metrics, timings,
+      dataset size, and privacy figures of a DP run.
+
     Raises:
+      ConfigError: ``out_dir`` holds a run and neither ``resume`` nor
+        ``overwrite`` is set; a resumed run's config differs; nothing to resume.
       Interrupted: SIGINT/SIGTERM arrived; a checkpoint of the last finished
         round was saved first.
     """
     from feddmr_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer, install_stop_handler
+    from feddmr_jax.timing import enable_compilation_cache
 
-    watch = CompileWatch()
     t0 = time.perf_counter()
-    exp = build_experiment(cfg, extra_terms=extra_terms)
     t = cfg.train
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        cfg.validate()
+        prepare_out_dir(cfg, out, resume=resume, overwrite=overwrite)
+    elif resume:
+        raise config_lib.ConfigError("resume=True needs the run folder (out_dir)")
+    enable_compilation_cache()
+    watch = CompileWatch()
+    bar = Progress(1, t.rounds, progress)
+    bar.note(f"building experiment: dataset {cfg.data.dataset}, model {t.model}, "
+               f"{t.rounds} rounds...")
+    exp = build_experiment(cfg, extra_terms=extra_terms)
     state = exp.algorithm.init(exp.keys["init"])
     loop = LoopState()
     first_round = 1
@@ -318,9 +301,16 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
         if resume:
             step, state, meta = ckpt.restore(state)
             loop = LoopState(**meta["loop"])
-            first_round = step + 1
-            _truncate_metrics(out / "metrics.jsonl", step)
-            log.info("resumed from round %d", step)
+            if step > t.rounds:
+                raise config_lib.ConfigError(f"cannot resume {out} with train.rounds = "
+                                             f"{t.rounds}: it has run {step} rounds already")
+            if loop.stopped_early and step < t.rounds:
+                raise config_lib.ConfigError(
+                    f"cannot extend {out}: it stopped early at round {step} (train.patience "
+                    f"= {t.patience}, best round {loop.best_round})")
+            first_round = bar.first = step + 1
+            truncate_metrics(out / "metrics.jsonl", step)
+            bar.note(f"resumed {out} from round {step}")
         else:
             (out / "metrics.jsonl").write_text("")
         (out / "config.json").write_text(json.dumps(config_lib.to_dict(cfg), indent=2) + "\n")
@@ -329,44 +319,56 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
         if ckpt is not None:
             ckpt.save(r, state, {"round": r, "loop": loop.to_json(), "seed": t.seed}, force=True)
 
-    bar = _Progress(t.rounds, progress)
-    with install_stop_handler() as stop:
-        for r in range(first_round, t.rounds + 1):
-            start = time.perf_counter()
-            state, stats = run_round(exp, state, r)
-            jax.block_until_ready(state.shared)
-            seconds = time.perf_counter() - start
-            loop.round_seconds.append(seconds)
-            record = {"round": r, "train_loss": stats.train_loss, "accepted": stats.accepted,
-                      "dropped_nonfinite": stats.dropped, "unreported": stats.unreported,
-                      "seconds": seconds}
-            if exp.privacy is not None and exp.privacy.epsilons is not None:
-                record["epsilon"] = exp.privacy.epsilons[r - 1]   # None: noise 0
-            val = None
-            if r % t.eval_every == 0 or r == t.rounds:
-                start = time.perf_counter()
-                val = evaluate_state(exp, state, exp.val_set)
-                test = evaluate_state(exp, state, exp.test_set)
-                record.update(val=val, test=test, eval_seconds=time.perf_counter() - start)
-                if loop.best_val is None or val[t.select_metric] > loop.best_val[t.select_metric]:
-                    loop.best_round, loop.best_val, loop.best_test = r, val, test
-                    loop.evals_since_best = 0
-                else:
-                    loop.evals_since_best += 1
-            if out is not None:
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            bar.update(r, stats.train_loss, val)
-            if t.patience is not None and loop.evals_since_best >= t.patience:
-                loop.stopped_early = True
-                log.info("early stop at round %d (best round %d)", r, loop.best_round)
-            if stop.requested or (stop_after_round is not None and r == stop_after_round):
-                save(r)
-                raise Interrupted(out, r, stop.signal_name)
-            if loop.stopped_early:
-                break
-            if t.checkpoint_every and r % t.checkpoint_every == 0:
-                save(r)
+    if first_round <= t.rounds:
+        bar.note(f"built in {time.perf_counter() - t0:.1f}s ({exp.split.num_users} users, "
+                 f"{exp.split.num_items} items); compiling the round program (first round)...")
+    last = first_round - 1
+    try:
+        with install_stop_handler() as stop:
+            for r in range(first_round, t.rounds + 1):
+                start, compiled = time.perf_counter(), watch.seconds
+                state, stats = run_round(exp, state, r)
+                jax.block_until_ready(state.shared)
+                seconds = time.perf_counter() - start
+                loop.round_seconds.append(seconds)
+                record = {"round": r, "train_loss": stats.train_loss, "accepted": stats.accepted,
+                          "dropped_nonfinite": stats.dropped, "unreported": stats.unreported,
+                          "seconds": seconds}
+                if exp.privacy is not None and exp.privacy.epsilons is not None:
+                    record["epsilon"] = exp.privacy.epsilons[r - 1]   # None: noise 0
+                val = None
+                if r % t.eval_every == 0 or r == t.rounds:
+                    eval_start = time.perf_counter()
+                    val = evaluate_state(exp, state, exp.val_set)
+                    test = evaluate_state(exp, state, exp.test_set)
+                    record.update(val=val, test=test,
+                                  eval_seconds=time.perf_counter() - eval_start)
+                    if (loop.best_val is None
+                            or val[t.select_metric] > loop.best_val[t.select_metric]):
+                        loop.best_round, loop.best_val, loop.best_test = r, val, test
+                        loop.evals_since_best = 0
+                    else:
+                        loop.evals_since_best += 1
+                if out is not None:
+                    with open(out / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                bar.update(r, time.perf_counter() - start, watch.seconds - compiled,
+                           stats.train_loss, val)
+                last = r
+                if t.patience is not None and loop.evals_since_best >= t.patience:
+                    loop.stopped_early = True
+                    log.info("early stop at round %d (best round %d)", r, loop.best_round)
+                if stop.requested or (stop_after_round is not None and r == stop_after_round):
+                    save(r)
+                    raise Interrupted(out, r, stop.signal_name)
+                if loop.stopped_early:
+                    break
+                if t.checkpoint_every and r % t.checkpoint_every == 0:
+                    save(r)
+        save(last)                      # every run ends with a checkpoint: it can be extended
+    finally:
+        if ckpt is not None:
+            ckpt.close()
     steady = loop.round_seconds[1:] or loop.round_seconds
     summary = {
         "config": config_lib.to_dict(cfg),

@@ -72,7 +72,8 @@ def _locate(name: str, data_dir: PathLike | None, path: PathLike | None, downloa
     if found is not None:
         return found
     table = fetch_lib.REMOTES if remotes is None else remotes
-    where = ", ".join(str(p) for p in looked)
+    where = (", ".join(str(p) for p in looked)
+             + f"; expected layout: DIR/{spec.subdirs[0] or name}/{spec.filename}")
     if name not in table:
         raise DataError(f"{name}: {spec.filename} not found (looked in {where}); "
                         f"pass the file with --data-path FILE or {paths.HOW_TO_PASS}")
@@ -85,7 +86,11 @@ def _locate(name: str, data_dir: PathLike | None, path: PathLike | None, downloa
         if remote.expected is not None:
             _check_content(name, spec.parse(folder / spec.filename), remote.expected)
 
-    folder = fetch_lib.fetch_dataset(name, paths.cache_dir(), remotes=table, verify=verify)
+    try:
+        folder = fetch_lib.fetch_dataset(name, paths.cache_dir(), remotes=table, verify=verify)
+    except DataError as e:
+        raise DataError(f"{name}: {spec.filename} not found (looked in {where}); "
+                        f"downloading it failed: {e}") from None
     return folder / spec.filename
 
 

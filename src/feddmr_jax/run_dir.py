@@ -1,0 +1,89 @@
+"""A run folder: its saved config, and the rules for overwriting, resuming and extending it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from feddmr_jax import config as config_lib
+from feddmr_jax.config import RunConfig
+
+
+def truncate_metrics(path: Path, last_round: int) -> None:
+    """Keeps the lines of rounds <= last_round (a resumed run rewrites the rest)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["round"] <= last_round]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
+
+
+def load_run_config(out_dir: str | Path) -> RunConfig:
+    """The config a run directory was started with (for ``--resume``)."""
+    path = Path(out_dir) / "config.json"
+    if not path.exists():
+        raise config_lib.ConfigError(f"cannot resume: {path} not found (is {out_dir} a run folder?)")
+    return config_lib.from_dict(json.loads(path.read_text()))
+
+
+def clear_run(out_dir: str | Path) -> None:
+    """Deletes a run's artifacts (metrics, summary, checkpoints, config) from ``out_dir``."""
+    import shutil
+
+    from feddmr_jax.checkpoint import RUN_ARTIFACTS
+
+    for name in (*RUN_ARTIFACTS, "config.json"):
+        path = Path(out_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _config_changes(saved: RunConfig, cfg: RunConfig) -> list[str]:
+    """``section.key (saved X, given Y)`` for every value that differs, but train.rounds."""
+    a, b = config_lib.to_dict(saved), config_lib.to_dict(cfg)
+    out = []
+    for section in a:
+        for key in sorted(set(a[section]) | set(b.get(section, {}))):
+            if (section, key) != ("train", "rounds") and \
+                    a[section].get(key) != b.get(section, {}).get(key):
+                out.append(f"{section}.{key} (saved {a[section].get(key)!r}, "
+                           f"given {b.get(section, {}).get(key)!r})")
+    return out
+
+
+def prepare_out_dir(cfg: RunConfig, out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Checks ``out`` before training: refuses to overwrite a run or to resume a changed one.
+
+    Args:
+      cfg: the config to train.
+      out: the run folder.
+      resume: continue the run in ``out`` (only ``train.rounds`` may differ from its config).
+      overwrite: delete a previous run in ``out`` first.
+
+    Raises:
+      ConfigError: ``out`` holds a run and neither flag is set; ``resume`` with
+        no run, or with a config that differs in anything but ``train.rounds``.
+    """
+    from feddmr_jax.checkpoint import run_dir_state
+
+    has_run = run_dir_state(out) == "has_run"
+    if resume and overwrite:
+        raise config_lib.ConfigError("choose one of resume=True and overwrite=True")
+    if resume:
+        if not has_run:
+            raise config_lib.ConfigError(f"cannot resume: {out} holds no run")
+        changes = _config_changes(load_run_config(out), cfg)
+        if changes:
+            raise config_lib.ConfigError(
+                f"cannot resume {out} with another config (only train.rounds may change): "
+                + "; ".join(changes))
+    elif has_run:
+        if not overwrite:
+            raise config_lib.ConfigError(
+                f"output folder {out} holds another run; pass resume=True to continue it, "
+                "overwrite=True to replace it, or choose another folder")
+        clear_run(out)
