@@ -22,11 +22,11 @@ from feddmr_jax.federated.aggregation import accumulate, init_accumulator
 from feddmr_jax.federated.rounds import plan_round
 from feddmr_jax.federated.sampling import sample_clients
 from feddmr_jax.models.base import Leaves
+from feddmr_jax.federated.secure_round import (SecureUpload, decode_upload,
+                                               init_masked_accumulator, masked_accumulate,
+                                               masked_uploads, unmask)
 from feddmr_jax.privacy.plan import default_delta
-from feddmr_jax.privacy.secure_round import (SecureUpload, decode_upload,
-                                             init_masked_accumulator,
-                                             masked_accumulate, masked_uploads,
-                                             ring_partners, round_graph, unmask)
+from feddmr_jax.privacy.secure_agg import ring_partners, round_graph
 from feddmr_jax.train import build_experiment, run_round, train
 
 from engine_helpers import TINY_DATA, TINY_TRAIN, copy_tree, max_abs_diff

@@ -24,7 +24,7 @@ import numpy as np
 from feddmr_jax.errors import ConfigError
 from feddmr_jax.privacy.accounting import epsilon_per_round
 from feddmr_jax.privacy.dp import DPSetting
-from feddmr_jax.privacy.secure_round import MaskGraph, round_graph
+from feddmr_jax.privacy.secure_agg import MaskGraph, round_graph
 
 Array = jax.Array
 PRIVACY_TAG = 0x50524956  # "PRIV"

@@ -17,7 +17,7 @@ survivors' shares of ``s_dj`` let the server rebuild and remove them
 Leaves of an unsigned integer dtype are masked in their ring instead
 (``Z_{2^32}`` for ``uint32``): uniform masks, wrapping addition, exact
 cancellation, as in the real protocol; the engine's secure aggregation
-(:mod:`.secure_round`) encodes uploads in fixed point and uses that.
+(``federated/secure_round.py``) encodes uploads in fixed point and uses that.
 
 This is a *simulation* for studying the pipeline and its cost: the server
 holds ``base_key`` and could recompute every mask, so it gives no privacy.
@@ -39,12 +39,14 @@ clients, ``lax.scan`` over partners; no ``[pairs, ...]`` tensor).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 PyTree = Any
+Array = jax.Array
 
 
 def pair_seed(base_key: jax.Array, i: jax.Array | int, j: jax.Array | int) -> jax.Array:
@@ -246,3 +248,75 @@ def unmask_dropped(
         return total - jnp.sum(jnp.where(keep, m, jnp.zeros_like(m)), axis=0).astype(total.dtype)
 
     return jax.tree_util.tree_map(remove, masked_sum, leftovers)
+
+
+class MaskGraph(NamedTuple):
+    """The masking graph of one round (carried in ``Accumulator.masks``).
+
+    Attributes:
+      ids: ``[S]`` int32 sorted ids of the clients sampled this round.
+      partners: ``[S, k]`` int32 positions (into ``ids``) of each member's
+        partners.
+      valid: ``[S, k]`` bool, False = empty partner slot.
+      absent: ``[S]`` bool, True = the member's upload is not in the sum
+        (dropped out, or rejected by the server).
+      key: PRNG key the pair seeds derive from (simulation only).
+      bits: int32 scalar, fractional bits of the fixed-point encoding.
+    """
+
+    ids: Array
+    partners: Array
+    valid: Array
+    absent: Array
+    key: Array
+    bits: Array
+
+
+def ring_partners(num_members: int, neighbors: int,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Partner positions of a random Harary graph on ``num_members`` nodes.
+
+    Args:
+      num_members: ``S``.
+      neighbors: ``k`` (even); 0 or ``>= S - 1``: complete graph.
+      rng: numpy generator that orders the ring.
+
+    Returns:
+      ``(partners [S, w], valid [S, w])`` with ``w = k``, or ``S - 1`` for the
+      complete graph; symmetric: ``q`` is a partner of ``p`` iff ``p`` is one of ``q``'s.
+    """
+    s = num_members
+    if neighbors == 0 or neighbors >= s - 1:
+        others = np.array([[q for q in range(s) if q != p] for p in range(s)],
+                          np.int32).reshape(s, max(s - 1, 0))
+        return others, np.ones(others.shape, bool)
+    order = rng.permutation(s)                 # ring slot -> member position
+    slot = np.empty(s, np.int64)
+    slot[order] = np.arange(s)
+    half = neighbors // 2
+    offsets = np.concatenate([np.arange(1, half + 1), -np.arange(1, half + 1)])
+    partners = order[(slot[:, None] + offsets[None, :]) % s].astype(np.int32)
+    return partners, np.ones(partners.shape, bool)
+
+
+def round_graph(sampled: np.ndarray, dropped: np.ndarray, neighbors: int,
+                rng: np.random.Generator, key: Array, bits: int = 20) -> MaskGraph:
+    """The masking graph of a round's sampled clients.
+
+    Args:
+      sampled: ids of every client sampled this round (including those that
+        will drop out).
+      dropped: ids among them that never report (marked absent from the start).
+      neighbors: partners per client ``k`` (see :func:`ring_partners`).
+      rng: orders the ring (seed it by run seed and round for reproducibility).
+      key: the round's masking key.
+      bits: fractional bits of the fixed-point encoding (module docstring).
+
+    Returns:
+      A :class:`MaskGraph`.
+    """
+    ids = np.sort(np.asarray(sampled, np.int32))
+    partners, valid = ring_partners(len(ids), neighbors, rng)
+    return MaskGraph(ids=ids, partners=partners, valid=valid,
+                     absent=np.isin(ids, np.asarray(dropped, np.int32)), key=key,
+                     bits=np.int32(bits))

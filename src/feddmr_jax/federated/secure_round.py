@@ -8,7 +8,7 @@ privacy-preserving machine learning") on the sparse masking graph of Bell et al.
    masking graph among them (:func:`round_graph`): the members are placed on a
    ring in random order and each is paired with the ``k / 2`` members before
    and after it (a random Harary graph; ``k >= S - 1`` or ``k = 0`` gives the
-   complete graph). Partners share a seed (:func:`~.secure_agg.pair_seed`; in
+   complete graph). Partners share a seed (:func:`~feddmr_jax.privacy.secure_agg.pair_seed`; in
    the real protocol it comes from a Diffie-Hellman key agreement).
 2. **Dense upload in a finite ring.** A client that finished training builds
    (:func:`masked_uploads`) its weighted delta *scattered into full item
@@ -63,31 +63,9 @@ import numpy as np
 
 from feddmr_jax.federated.aggregation import Accumulator, init_accumulator
 from feddmr_jax.models.base import Leaves
-from feddmr_jax.privacy.secure_agg import neighbor_masks
+from feddmr_jax.privacy.secure_agg import MaskGraph, neighbor_masks
 
 Array = jax.Array
-
-
-class MaskGraph(NamedTuple):
-    """The masking graph of one round (carried in ``Accumulator.masks``).
-
-    Attributes:
-      ids: ``[S]`` int32 sorted ids of the clients sampled this round.
-      partners: ``[S, k]`` int32 positions (into ``ids``) of each member's
-        partners.
-      valid: ``[S, k]`` bool, False = empty partner slot.
-      absent: ``[S]`` bool, True = the member's upload is not in the sum
-        (dropped out, or rejected by the server).
-      key: PRNG key the pair seeds derive from (simulation only).
-      bits: int32 scalar, fractional bits of the fixed-point encoding.
-    """
-
-    ids: Array
-    partners: Array
-    valid: Array
-    absent: Array
-    key: Array
-    bits: Array
 
 
 class SecureUpload(NamedTuple):
@@ -104,56 +82,6 @@ class SecureUpload(NamedTuple):
     delta: Leaves
     row_weight: dict[str, Array]
     weight: Array
-
-
-def ring_partners(num_members: int, neighbors: int,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Partner positions of a random Harary graph on ``num_members`` nodes.
-
-    Args:
-      num_members: ``S``.
-      neighbors: ``k`` (even); 0 or ``>= S - 1``: complete graph.
-      rng: numpy generator that orders the ring.
-
-    Returns:
-      ``(partners [S, w], valid [S, w])`` with ``w = k``, or ``S - 1`` for the
-      complete graph; symmetric: ``q`` is a partner of ``p`` iff ``p`` is one of ``q``'s.
-    """
-    s = num_members
-    if neighbors == 0 or neighbors >= s - 1:
-        others = np.array([[q for q in range(s) if q != p] for p in range(s)],
-                          np.int32).reshape(s, max(s - 1, 0))
-        return others, np.ones(others.shape, bool)
-    order = rng.permutation(s)                 # ring slot -> member position
-    slot = np.empty(s, np.int64)
-    slot[order] = np.arange(s)
-    half = neighbors // 2
-    offsets = np.concatenate([np.arange(1, half + 1), -np.arange(1, half + 1)])
-    partners = order[(slot[:, None] + offsets[None, :]) % s].astype(np.int32)
-    return partners, np.ones(partners.shape, bool)
-
-
-def round_graph(sampled: np.ndarray, dropped: np.ndarray, neighbors: int,
-                rng: np.random.Generator, key: Array, bits: int = 20) -> MaskGraph:
-    """The masking graph of a round's sampled clients.
-
-    Args:
-      sampled: ids of every client sampled this round (including those that
-        will drop out).
-      dropped: ids among them that never report (marked absent from the start).
-      neighbors: partners per client ``k`` (see :func:`ring_partners`).
-      rng: orders the ring (seed it by run seed and round for reproducibility).
-      key: the round's masking key.
-      bits: fractional bits of the fixed-point encoding (module docstring).
-
-    Returns:
-      A :class:`MaskGraph`.
-    """
-    ids = np.sort(np.asarray(sampled, np.int32))
-    partners, valid = ring_partners(len(ids), neighbors, rng)
-    return MaskGraph(ids=ids, partners=partners, valid=valid,
-                     absent=np.isin(ids, np.asarray(dropped, np.int32)), key=key,
-                     bits=np.int32(bits))
 
 
 def _encode(x: Array, bits: Array) -> Array:

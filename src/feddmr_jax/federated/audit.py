@@ -12,7 +12,7 @@ Server side
                     ``ClientOutput`` except ``private`` (``delta``, ``loss``,
                     ``num_examples``, ``rows``, ``row_mask``); under secure
                     aggregation, the masked dense upload
-                    (:class:`~.secure_round.SecureUpload`) and ``loss``.
+                    (:class:`~feddmr_jax.federated.secure_round.SecureUpload`) and ``loss``.
   ``server_round``  the round's ``Accumulator`` after a chunk step (the
                     server's running sums, masking graph included) and the
                     chunk's loss sum.
@@ -37,6 +37,11 @@ user embeddings, PFedRec/FedRAP score heads, FedRAP's personal item table,
 evaluation views), is a model-like leaf the shared half does not have, or is
 named like private data (``user``, ``personal``, ``history``, ``private``,
 ``eval_view``).
+
+Why it lives in ``federated/``: the audit is not a privacy primitive on
+pytrees; it traces the round's own functions (client function, chunk step,
+server step and the secure round's masked upload), so it sits beside them and
+``privacy/`` stays free of imports from ``federated/`` (one-way layering).
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ import jax
 import jax.numpy as jnp
 
 from feddmr_jax.errors import FeddmrError
-from feddmr_jax.privacy.secure_round import masked_uploads
+from feddmr_jax.federated.secure_round import masked_uploads
 
 SERVER_ROLES = ("upload", "server_round", "server_state")
 CLIENT_ROLES = ("client_store", "client_data")
@@ -111,7 +116,7 @@ def audit_round(algorithm: Any, chunk: Any, *, masks: Any = None) -> list[AuditE
         built in vectorized (not sequential) mode.
       chunk: one :class:`~feddmr_jax.federated.parallel.ChunkData` of the
         run (e.g. from ``plan_round``; only shapes are used).
-      masks: the round's :class:`~.secure_round.MaskGraph` under secure
+      masks: the round's :class:`~feddmr_jax.privacy.secure_agg.MaskGraph` under secure
         aggregation, else None.
 
     Returns:
