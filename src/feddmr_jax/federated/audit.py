@@ -70,10 +70,13 @@ REVEALS = {
     "upload.masked.row_weight": "masked: the client's row-use indicator (only the round's "
                                 "sum is revealed)",
     "upload.masked.weight": "masked: the client's weight (only the round's sum is revealed)",
+    "upload.masked.overflow": "masked: 1 if the client's upload had to saturate (only the "
+                              "round's count is revealed)",
     "server_round.acc.row_weight": "per item row, total weight of the participants that used it",
     "server_round.acc.weight": "total weight of the accepted participants",
-    "server_round.acc.masks": "masking graph: who was sampled, who is absent; the key is a "
-                              "simulation stand-in for the clients' pairwise key agreement",
+    "server_round.acc.masks": "masking graph: who was sampled, who is absent, the masked "
+                              "saturation count; the keys are a simulation stand-in for the "
+                              "clients' key agreement and self-mask seeds",
 }
 
 
@@ -134,9 +137,8 @@ def audit_round(algorithm: Any, chunk: Any, *, masks: Any = None) -> list[AuditE
             return out._replace(private=None)
         stack = lambda x: x[None]  # noqa: E731
         up = masked_uploads(jax.tree.map(stack, out.delta), out.num_examples[None],
-                            jnp.ones((1,), bool), one_row.client_ids[None],
-                            jnp.ones((1,), bool), out.rows[None], out.row_mask[None],
-                            masks, _num_items(state.shared))
+                            one_row.client_ids[None], jnp.ones((1,), bool), out.rows[None],
+                            out.row_mask[None], masks, _num_items(state.shared))
         return {"masked": jax.tree.map(lambda x: x[0], up), "loss": out.loss}
 
     upload = jax.eval_shape(upload_of, state.shared, private_one, row, key)
