@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from feddmr_jax.data.types import EvalSet
+from feddmr_jax.errors import FeddmrError
 from feddmr_jax.federated.parallel import local_rows, localize
 from feddmr_jax.federated.private_store import gather_clients, split_view
 from feddmr_jax.metrics import mean_metrics, ranking_metrics
@@ -127,4 +128,8 @@ def evaluate(scorer, shared: Leaves, private_store: Leaves, eval_set: EvalSet,
         for name, value in out.items():
             parts.setdefault(name, []).append(np.asarray(value)[:n_real])
     per_user = {name: np.concatenate(v) for name, v in parts.items()}
+    bad = np.flatnonzero(~per_user["finite"])
+    if bad.size:   # ranked against the users by ranking_metrics; still an error here
+        raise FeddmrError(f"evaluation: {bad.size} of {num_users} users have non-finite "
+                          f"(NaN or inf) scores (first: user {bad[0]}); the model diverged")
     return mean_metrics(per_user)
