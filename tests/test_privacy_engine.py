@@ -26,7 +26,7 @@ from feddmr_jax.federated.secure_round import (SecureUpload, decode_upload, enco
                                                init_masked_accumulator, masked_accumulate,
                                                masked_uploads, unmask)
 from feddmr_jax.privacy.plan import default_delta
-from feddmr_jax.privacy.secure_agg import ring_partners, round_graph
+from feddmr_jax.privacy.secure_agg import ring_partners, round_graph, sum_self_masks
 from feddmr_jax.train import build_experiment, run_round, train
 
 from engine_helpers import TINY_DATA, TINY_TRAIN, copy_tree, max_abs_diff
@@ -279,7 +279,13 @@ def test_masked_uploads_look_random_but_sum_to_the_plain_sum():
         lambda v: np.sum(np.asarray(v)[sel], 0, dtype=np.uint32), t)
     float_sum = lambda t, sel=slice(None): jax.tree.map(  # noqa: E731
         lambda v: np.sum(np.asarray(v, np.float64)[sel], 0), t)
-    assert max_abs_diff(decode_upload(ring_sum(masked), BITS), float_sum(raw)) < 1e-5
+    # The pair masks cancel in the sum; the self masks come off with the members' self seeds.
+    template = jax.tree.map(lambda x: jnp.zeros(x.shape[1:], x.dtype), masked)
+    own = sum_self_masks(jnp.asarray(ids), yes, graph.self_key, template)
+    unmasked = jax.tree.map(lambda t, m: np.asarray(t, np.uint32) - np.asarray(m, np.uint32),
+                            ring_sum(masked), own)
+    assert max_abs_diff(decode_upload(unmasked, BITS), float_sum(raw)) < 1e-5
+    assert max_abs_diff(decode_upload(ring_sum(masked), BITS), float_sum(raw)) > 100
     # A partial sum (one chunk of clients) stays masked.
     partial = decode_upload(ring_sum(masked, slice(0, 6)), BITS)
     assert max_abs_diff(partial, float_sum(raw, slice(0, 6))) > 100
