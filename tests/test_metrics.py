@@ -151,13 +151,52 @@ def test_padding_with_huge_scores_changes_nothing():
         np.testing.assert_array_equal(np.asarray(out3[name]), np.asarray(base[name]))
 
 
-def test_infinite_real_scores_with_padding():
-    scores = np.array([[np.inf, np.inf, 1.0, 0.0]], np.float32)
-    labels = np.array([[True, False, False, True]])
-    mask = np.array([[True, True, True, False]])
-    out = check_against_references(scores, labels, mask, k=2)
-    assert float(out["hr@2"][0]) == 1.0
-    assert float(out["auc"][0]) == pytest.approx(0.75)
+def test_non_finite_scores_count_against_the_user():
+    """A NaN or infinite positive is never a hit (it ranks last); a NaN or
+    infinite negative ranks first; the other users' metrics are unchanged."""
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(4, 12)).astype(np.float32)
+    labels = np.zeros((4, 12), bool)
+    labels[:, 0] = True
+    scores[:, 0] = 5.0                                  # every positive is the top score
+    base = {n: np.asarray(v) for n, v in jit_metrics(scores, labels, k=K).items()}
+    assert base[f"hr@{K}"].tolist() == [1.0] * 4 and base["finite"].all()
+    bad = scores.copy()
+    bad[1, 0] = np.nan                                  # NaN positive
+    bad[2, 0] = np.inf                                  # infinite positive
+    bad[3, 5] = np.nan                                  # NaN negative
+    out = {n: np.asarray(v) for n, v in jit_metrics(bad, labels, k=K).items()}
+    for u in (1, 2):
+        assert out[f"hr@{K}"][u] == 0 and out[f"ndcg@{K}"][u] == 0 and out["auc"][u] == 0
+        assert out["mrr"][u] == pytest.approx(1 / 12)
+    assert out["auc"][3] == pytest.approx(10 / 11)      # one negative now ranks above
+    assert out["mrr"][3] == pytest.approx(1 / 2)
+    assert out["finite"].tolist() == [True, False, False, False]
+    for name in NAMES:
+        assert out[name][0] == base[name][0]
+    # Padding may hold anything: a NaN there changes nothing.
+    mask = np.ones((4, 12), bool)
+    mask[0, 7] = False
+    padded = scores.copy()
+    padded[0, 7] = np.nan
+    pad = {n: np.asarray(v) for n, v in jit_metrics(padded, labels, mask, k=K).items()}
+    assert pad["finite"][0] and pad[f"hr@{K}"][0] == 1.0
+
+
+def test_evaluation_refuses_non_finite_scores():
+    from feddmr_jax.errors import FeddmrError
+    from feddmr_jax.train import build_experiment, evaluate_state
+
+    from engine_helpers import tiny_config
+
+    exp = build_experiment(tiny_config())
+    state = exp.algorithm.init(exp.keys["init"])
+    evaluate_state(exp, state, exp.val_set)            # finite: fine
+    items = state.shared.tables["items"].at[:].set(jnp.nan)
+    broken = state._replace(shared=state.shared._replace(
+        tables={**state.shared.tables, "items": items}))
+    with pytest.raises(FeddmrError, match=r"evaluation: 24 of 24 users have non-finite"):
+        evaluate_state(exp, broken, exp.val_set)
 
 
 def test_invalid_users_and_mean_metrics():

@@ -12,7 +12,7 @@ import pytest
 from feddmr_jax import config as config_lib
 from feddmr_jax.federated.rounds import plan_round
 from feddmr_jax.models import MODELS
-from feddmr_jax.privacy.audit import (AuditEntry, PrivacyLeakError, audit_round,
+from feddmr_jax.federated.audit import (AuditEntry, PrivacyLeakError, audit_round,
                                       check_no_private, find_leaks, format_audit,
                                       model_leaf_paths, model_path)
 from feddmr_jax.privacy.plan import round_privacy

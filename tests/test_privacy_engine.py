@@ -22,11 +22,11 @@ from feddmr_jax.federated.aggregation import accumulate, init_accumulator
 from feddmr_jax.federated.rounds import plan_round
 from feddmr_jax.federated.sampling import sample_clients
 from feddmr_jax.models.base import Leaves
+from feddmr_jax.federated.secure_round import (SecureUpload, decode_upload, encoded_uploads,
+                                               init_masked_accumulator, masked_accumulate,
+                                               masked_uploads, unmask)
 from feddmr_jax.privacy.plan import default_delta
-from feddmr_jax.privacy.secure_round import (SecureUpload, decode_upload,
-                                             init_masked_accumulator,
-                                             masked_accumulate, masked_uploads,
-                                             ring_partners, round_graph, unmask)
+from feddmr_jax.privacy.secure_agg import ring_partners, round_graph, sum_self_masks
 from feddmr_jax.train import build_experiment, run_round, train
 
 from engine_helpers import TINY_DATA, TINY_TRAIN, copy_tree, max_abs_diff
@@ -76,6 +76,9 @@ def tree_sub(a, b):
     (dict(secure_agg=True, aggregator="trimmed_mean"), "cannot be used with train.secure_agg"),
     (dict(secure_agg=True, secure_agg_neighbors=3), "secure_agg_neighbors must be even"),
     (dict(secure_agg=True, secure_agg_bits=31), "secure_agg_bits must be in"),
+    (dict(secure_agg=True, weighting="examples", aggregator="clipped_mean"),
+     "train.weighting='examples' cannot be used with train.secure_agg"),
+    (dict(secure_agg=True), "train.secure_agg needs a bound on each upload"),
 ])
 def test_incompatible_privacy_settings_name_the_field(train, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -253,10 +256,8 @@ def test_masked_uploads_look_random_but_sum_to_the_plain_sum():
     delta, rows, row_mask = _chunk_deltas(jax.random.key(0), clients, 10, num_items, dim)
     weights, yes = jnp.ones(clients), jnp.ones(clients, bool)
     graph = _graph(ids, 4)
-    masked = jit_uploads(delta, weights, yes, ids, yes, rows, row_mask, graph, num_items=num_items)
-    no_mask = graph._replace(valid=np.zeros_like(graph.valid))
-    encoded = jit_uploads(delta, weights, yes, ids, yes, rows, row_mask, no_mask,
-                          num_items=num_items)
+    masked = jit_uploads(delta, weights, ids, yes, rows, row_mask, graph, num_items=num_items)
+    encoded = encoded_uploads(delta, weights, rows, row_mask, graph, num_items)
     assert all(x.dtype == jnp.uint32 for x in jax.tree.leaves(masked))
     raw, seen = decode_upload(encoded, BITS), decode_upload(masked, BITS)
     # The raw dense upload is the weighted delta on the client's used rows, 0 elsewhere.
@@ -278,7 +279,13 @@ def test_masked_uploads_look_random_but_sum_to_the_plain_sum():
         lambda v: np.sum(np.asarray(v)[sel], 0, dtype=np.uint32), t)
     float_sum = lambda t, sel=slice(None): jax.tree.map(  # noqa: E731
         lambda v: np.sum(np.asarray(v, np.float64)[sel], 0), t)
-    assert max_abs_diff(decode_upload(ring_sum(masked), BITS), float_sum(raw)) < 1e-5
+    # The pair masks cancel in the sum; the self masks come off with the members' self seeds.
+    template = jax.tree.map(lambda x: jnp.zeros(x.shape[1:], x.dtype), masked)
+    own = sum_self_masks(jnp.asarray(ids), yes, graph.self_key, template)
+    unmasked = jax.tree.map(lambda t, m: np.asarray(t, np.uint32) - np.asarray(m, np.uint32),
+                            ring_sum(masked), own)
+    assert max_abs_diff(decode_upload(unmasked, BITS), float_sum(raw)) < 1e-5
+    assert max_abs_diff(decode_upload(ring_sum(masked), BITS), float_sum(raw)) > 100
     # A partial sum (one chunk of clients) stays masked.
     partial = decode_upload(ring_sum(masked, slice(0, 6)), BITS)
     assert max_abs_diff(partial, float_sum(raw, slice(0, 6))) > 100
@@ -306,7 +313,8 @@ def test_server_sums_recover_absent_clients_masks():
                                     row_mask[chunk])
         plain = accumulate(plain, *args, rows[chunk], row_mask[chunk])
     assert np.asarray(acc.masks.absent).sum() == 2
-    still_masked = decode_upload(SecureUpload(acc.delta_sum, acc.row_weight, acc.weight), BITS)
+    still_masked = decode_upload(SecureUpload(acc.delta_sum, acc.row_weight, acc.weight,
+                                              acc.masks.overflow), BITS)
     assert max_abs_diff(still_masked.delta, plain.delta_sum) > 100
     assert max_abs_diff(still_masked.row_weight, plain.row_weight) > 100
     recovered = unmask(acc)
@@ -321,7 +329,7 @@ def test_secure_agg_training_equals_plain_training():
     """Two rounds, SGD (smooth in its inputs), row mean over users of each row,
     20% dropouts recovered from pair seeds and 10% NaN uploads rejected."""
     common = dict(optimizer="sgd", lr=0.5, embedding_lr=None, client_dropout=0.2,
-                  fault_nan=0.1, mu=0.0)
+                  fault_nan=0.1, mu=0.0, aggregator="clipped_mean", clip_norm=50.0)
     _, _, plain, stats = run_rounds(ncf_config(**common), 2)
     _, _, secure, secure_stats = run_rounds(
         ncf_config(secure_agg=True, secure_agg_neighbors=4, **common), 2)
@@ -338,3 +346,22 @@ def test_secure_agg_with_dp_equals_dp_alone():
     _, _, secure, _ = run_rounds(ncf_config(secure_agg=True, **dp), 1)
     assert max_abs_diff(secure.shared, plain.shared) < 1e-5
     assert max_abs_diff(plain.shared, before.shared) > 1e-2
+
+
+def test_dp_flags_compose_with_the_defaults(tmp_path):
+    """`feddmr train --dataset synthetic --rounds 3 --dp-clip 1.0 --dp-noise 1.0`
+    (smaller data and model for speed) runs: the DP-compatible row mean is chosen,
+    said in summary.json; an explicit --table-mean touched stays an error."""
+    toml = tmp_path / "run.toml"
+    toml.write_text("[data]\nsynthetic_users = 30\nsynthetic_items = 40\n"
+                    "synthetic_interactions = 8.0\neval_negatives = 10\n")
+    out = tmp_path / "run"
+    base = ["train", "--config", str(toml), "--dataset", "synthetic", "--rounds", "3",
+            "--dp-clip", "1.0", "--dp-noise", "1.0", "--model", "fedmf", "--dim", "8",
+            "--batch-size", "16", "--quiet"]
+    assert cli.main(base + ["--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert math.isfinite(summary["epsilon"]) and summary["epsilon"] > 0
+    assert summary["privacy"]["table_mean"] == "participants"
+    assert summary["config"]["train"]["table_mean"] == "participants"
+    assert cli.main(base + ["--table-mean", "touched", "--out", str(tmp_path / "x")]) == 2

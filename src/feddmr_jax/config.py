@@ -30,6 +30,7 @@ does not set. ``config.json`` records ``train.model`` with every value, so
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -42,6 +43,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+log = logging.getLogger(__name__)
 
 
 # train.eval_mode values (None and "default": the method's own, feddmr_jax.methods).
@@ -210,6 +213,21 @@ class TrainConfig:
             raise ConfigError(f"train.aggregator={self.aggregator!r} cannot be used with "
                               "train.secure_agg: it needs every client's individual update, which "
                               "secure aggregation hides; use mean or clipped_mean")
+        if self.secure_agg and self.weighting != "uniform":
+            raise ConfigError(f"train.weighting={self.weighting!r} cannot be used with "
+                              "train.secure_agg: example counts scale each upload without a "
+                              "bound, beyond the fixed-point range; set train.weighting='uniform'")
+        if self.secure_agg and self.dp_clip is None and self.aggregator != "clipped_mean":
+            raise ConfigError("train.secure_agg needs a bound on each upload for its fixed-point "
+                              "range: set train.dp_clip (--dp-clip) or train.aggregator="
+                              "'clipped_mean' with train.clip_norm (--aggregator clipped_mean "
+                              "--clip-norm C)")
+
+    def secure_agg_clip(self) -> float | None:
+        """The L2 bound of every upload under secure aggregation (None: unbounded)."""
+        if self.dp_clip is not None:
+            return float(self.dp_clip)
+        return float(self.clip_norm) if self.aggregator == "clipped_mean" else None
 
 
     def faults(self):
@@ -395,7 +413,21 @@ def build_config(raw: Mapping[str, Mapping[str, Any]], source: str = "config", *
         defaults = {k: v for k, v in method.train_defaults.items() if k not in train_raw}
         base = apply_overrides(RunConfig(), {"train": {"model": name, **defaults}},
                                source=f"model {name!r} defaults")
+        return _dp_table_mean(apply_overrides(base, raw, source), train_raw)
     return apply_overrides(base, raw, source)
+
+
+def _dp_table_mean(cfg: RunConfig, train_raw: Mapping[str, Any]) -> RunConfig:
+    """DP composes with the defaults: the DP-compatible item-row mean when the
+    user asked for DP and did not choose ``train.table_mean`` (an explicit
+    ``touched`` with DP stays an error of :meth:`TrainConfig.validate`)."""
+    t = cfg.train
+    if t.dp_clip is None or "table_mean" in train_raw or t.table_mean == "participants":
+        return cfg
+    log.warning("DP is on (train.dp_clip): train.table_mean set to 'participants' (the default "
+                "%r divides item rows by a data-dependent count); DP-FedAvg divides the noisy "
+                "sum by the expected number of participants", t.table_mean)
+    return dataclasses.replace(cfg, train=dataclasses.replace(t, table_mean="participants"))
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from feddmr_jax.data.types import EvalSet
-from feddmr_jax.errors import ConfigError
+from feddmr_jax.errors import ConfigError, FeddmrError
 from feddmr_jax.federated.parallel import local_rows, localize
 from feddmr_jax.federated.private_store import gather_clients, split_scores
 from feddmr_jax.metrics import mean_metrics, ranking_metrics
@@ -148,7 +148,20 @@ def evaluate(scorer, shared: Leaves, private_store: Leaves, eval_set: EvalSet,
                      np.arange(size) < n_real)
         for name, value in out.items():
             parts.setdefault(name, []).append(np.asarray(value)[:n_real])
-    per_user = {name: np.concatenate(v) for name, v in parts.items()}
+    return _checked_mean({name: np.concatenate(v) for name, v in parts.items()})
+
+
+def _checked_mean(per_user: dict[str, np.ndarray]) -> dict[str, float]:
+    """Mean metrics; refuses users with non-finite scores.
+
+    ``ranking_metrics`` already ranks a non-finite score against its user (never a
+    hit), but a diverged model is an error of the run, not a low metric.
+    """
+    bad = np.flatnonzero(~per_user["finite"])
+    if bad.size:
+        raise FeddmrError(f"evaluation: {bad.size} of {len(per_user['finite'])} users have "
+                          f"non-finite (NaN or inf) scores (first: user {bad[0]}); the model "
+                          "diverged")
     return mean_metrics(per_user)
 
 
@@ -191,4 +204,4 @@ def evaluate_stored(private_store: Leaves, eval_set: EvalSet, *, offset: int = 0
                               eval_set.mask[users], np.arange(size) < n_real, k=k)
         for name, value in out.items():
             parts.setdefault(name, []).append(np.asarray(value)[:n_real])
-    return mean_metrics({name: np.concatenate(v) for name, v in parts.items()})
+    return _checked_mean({name: np.concatenate(v) for name, v in parts.items()})

@@ -28,8 +28,16 @@ A user is ``valid`` when it has at least one real positive; ``auc_valid``
 additionally requires at least one real negative. Metrics of invalid users are
 0 and must be excluded when averaging (:func:`mean_metrics` does that).
 
+**Non-finite scores** (NaN, +-inf: a diverged model) count against the user:
+a non-finite positive ranks below every candidate and a non-finite negative
+above every candidate, so such a score is never a hit and never helps AUC (a
+NaN compares false with everything, which would otherwise make a NaN positive
+rank 1). Other users are unaffected. The per-user flag ``finite`` says whether
+all of a user's real scores were finite; evaluation refuses non-finite scores
+(``evaluate.py``).
+
 Cost: one sort and two binary searches per row, O(C log C) time and O(U * C)
-memory; no ``[U, C, C]`` tensor. Scores must not be NaN.
+memory; no ``[U, C, C]`` tensor.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-_FLAG_KEYS = ("valid", "auc_valid")
+_FLAG_KEYS = ("valid", "auc_valid", "finite")
 
 
 def _count_below(
@@ -109,7 +117,9 @@ def ranking_metrics(
     Returns:
       Dict of ``[users]`` arrays: float32 ``hr@{k}``, ``ndcg@{k}``,
       ``precision@{k}``, ``recall@{k}``, ``mrr``, ``auc`` (0 for invalid
-      users) and bool ``valid``, ``auc_valid``.
+      users) and bool ``valid``, ``auc_valid``, ``finite`` (every real score
+      of the user is finite; non-finite ones rank against the user, see the
+      module docstring).
     """
     if int(k) != k or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
@@ -123,6 +133,9 @@ def ranking_metrics(
     mask = jnp.asarray(mask, bool)
     positive = jnp.asarray(labels, bool) & mask
     negative = ~jnp.asarray(labels, bool) & mask
+    finite = jnp.isfinite(scores)
+    # Non-finite: a positive ranks last, a negative first (never a hit).
+    scores = jnp.where(finite, scores, jnp.where(positive, -jnp.inf, jnp.inf))
 
     less, less_equal = _count_below(scores, mask)
     num_real = jnp.sum(mask, axis=-1, keepdims=True, dtype=jnp.int32)
@@ -166,6 +179,7 @@ def ranking_metrics(
         "auc": auc,
         "valid": valid,
         "auc_valid": auc_valid,
+        "finite": jnp.all(finite | ~mask, axis=-1),
     }
 
 

@@ -212,6 +212,22 @@ def evaluate_state(exp: Experiment, state: FedState, eval_set: EvalSet) -> dict[
                     exp.planner.history, exp.planner.history_mask)
 
 
+def is_new_best(val: Mapping[str, float], best: Mapping[str, float] | None,
+                metric: str) -> bool:
+    """Whether a validation result replaces the best one so far.
+
+    Ties go to the *later* round (``>=``), as in the PFedRec reference
+    (``if hit_ratio >= best_val_hr``): with equal validation metrics the model
+    trained longer is kept.
+
+    Args:
+      val: this evaluation's validation metrics.
+      best: the best so far (None: nothing yet).
+      metric: the selection metric (``train.select_metric``).
+    """
+    return best is None or val[metric] >= best[metric]
+
+
 def _devices() -> list[str]:
     return [f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices()]
 
@@ -343,8 +359,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
                     test = evaluate_state(exp, state, exp.test_set)
                     record.update(val=val, test=test,
                                   eval_seconds=time.perf_counter() - eval_start)
-                    if (loop.best_val is None
-                            or val[t.select_metric] > loop.best_val[t.select_metric]):
+                    if is_new_best(val, loop.best_val, t.select_metric):
                         loop.best_round, loop.best_val, loop.best_test = r, val, test
                         loop.evals_since_best = 0
                     else:

@@ -53,10 +53,10 @@ class Accumulator(NamedTuple):
       buffer: per-participant uploads for the robust aggregators
         (federated/robust.py), or None.
       masks: secure aggregation's masking graph of the round
-        (:class:`feddmr_jax.privacy.secure_round.MaskGraph`), or None. When set,
+        (:class:`feddmr_jax.privacy.secure_agg.MaskGraph`), or None. When set,
         ``delta_sum``, ``row_weight`` and ``weight`` hold ``uint32`` sums of
         *masked*, fixed-point dense uploads until
-        :func:`feddmr_jax.privacy.secure_round.unmask` runs.
+        :func:`feddmr_jax.federated.secure_round.unmask` runs.
     """
 
     delta_sum: Leaves

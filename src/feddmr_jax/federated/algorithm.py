@@ -27,7 +27,8 @@ from feddmr_jax.federated.parallel import (ChunkData, initial_scores, make_chunk
 from feddmr_jax.losses import LossFn
 from feddmr_jax.models.base import Leaves, Model
 from feddmr_jax.privacy.dp import DPSetting, noisy_mean
-from feddmr_jax.privacy.secure_round import MaskGraph, init_masked_accumulator, unmask
+from feddmr_jax.federated.secure_round import init_masked_accumulator, unmask
+from feddmr_jax.privacy.secure_agg import MaskGraph
 
 Array = jax.Array
 
@@ -67,7 +68,7 @@ class FederatedAlgorithm(NamedTuple):
 
 
 class RoundParts(NamedTuple):
-    """The other pieces of a round, for tools that trace them (privacy/audit.py).
+    """The other pieces of a round, for tools that trace them (federated/audit.py).
 
     Attributes:
       client_fn: one client's computation ``(global_shared, private, row, key)
@@ -145,7 +146,7 @@ def build_algorithm(model: Model, loss_fn: LossFn | None = None, *, num_clients:
         multiple of ``mesh.size`` clients. None: one device.
 
     ``apply(state, chunks, round_key, *, noise_key=None, masks=None)``:
-    ``masks`` (a :class:`~feddmr_jax.privacy.secure_round.MaskGraph`) turns on
+    ``masks`` (a :class:`~feddmr_jax.privacy.secure_agg.MaskGraph`) turns on
     simulated secure aggregation for the round.
     """
     if aggregator not in AGGREGATORS:

@@ -38,7 +38,7 @@ from feddmr_jax.federated.private_store import (attach_scores, gather_clients, s
 from feddmr_jax.federated.robust import write_buffer
 from feddmr_jax.models.base import ApplyFn, Context, Leaves, ModelParams
 from feddmr_jax.privacy.dp import clip_stacked
-from feddmr_jax.privacy.secure_round import masked_accumulate
+from feddmr_jax.federated.secure_round import masked_accumulate
 
 Array = jax.Array
 
@@ -254,7 +254,7 @@ def _absorb(private_store: Leaves, acc: Accumulator, out: ClientOutput,
     weights = client_weights(out.num_examples, client_mask, weighting)
     if acc.masks is None:
         acc = accumulate(acc, delta, weights, finite, client_mask, out.rows, out.row_mask)
-    else:  # secure aggregation: masked dense uploads (privacy/secure_round.py)
+    else:  # secure aggregation: masked dense uploads (federated/secure_round.py)
         acc = masked_accumulate(acc, delta, weights, finite, client_mask, client_ids,
                                 out.rows, out.row_mask)
     if acc.buffer is not None:

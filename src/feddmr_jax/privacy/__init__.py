@@ -3,13 +3,16 @@
 - :mod:`.dp`: per-client clipping and Gaussian noise (user-level DP-FedAvg).
 - :mod:`.accounting`: epsilon of DP-FedAvg rounds via ``dp_accounting``
   (optional dependency, imported lazily).
-- :mod:`.secure_agg`: simulated pairwise additive masking with dropout recovery.
-- :mod:`.secure_round`: the engine's secure aggregation across a round's chunks
-  (masking graph, fixed-point dense uploads, unmasking).
+- :mod:`.secure_agg`: simulated secure-aggregation primitives: pairwise and
+  self masks, the masking graph, fixed-point encoding and its range.
 - :mod:`.plan`: a run's privacy settings resolved against its dataset, per-round
   noise keys and masking graphs.
-- :mod:`.audit`: what the server receives and stores in a round; the check that
-  no private leaf is among it.
+
+This package holds pure functions on pytrees and arrays and imports nothing
+from the engine (``federated/``), which calls it. The secure *round* (masked
+accumulation across chunks, unmasking) lives with the round, in
+``federated/secure_round.py``, and the audit of what the server receives, which
+traces the round's functions, in ``federated/audit.py``.
 
 See docs/privacy.md.
 """
@@ -29,42 +32,51 @@ from feddmr_jax.privacy.dp import (
     global_norm,
     noisy_mean,
 )
-from feddmr_jax.privacy.secure_agg import mask_updates, neighbor_masks, pair_seed, unmask_dropped
-from feddmr_jax.privacy.secure_round import MaskGraph, round_graph, unmask
-from feddmr_jax.privacy.plan import PrivacyPlan, build_privacy_plan, round_privacy
-from feddmr_jax.privacy.audit import (
-    AuditEntry,
-    PrivacyLeakError,
-    audit_round,
-    check_no_private,
-    format_audit,
+from feddmr_jax.privacy.secure_agg import (
+    MaskGraph,
+    decode_fixed,
+    encode_fixed,
+    mask_updates,
+    max_clip,
+    member_bound,
+    neighbor_masks,
+    pair_seed,
+    revealed_seeds,
+    ring_partners,
+    round_graph,
+    self_masks,
+    self_seed,
+    unmask_dropped,
 )
+from feddmr_jax.privacy.plan import PrivacyPlan, build_privacy_plan, round_privacy
 
 __all__ = [
-    "AuditEntry",
     "DPSetting",
     "MaskGraph",
-    "PrivacyLeakError",
     "PrivacyPlan",
     "add_gaussian_noise",
-    "audit_round",
     "build_privacy_plan",
-    "check_no_private",
     "clip_stacked",
     "clip_update",
+    "decode_fixed",
     "dp_epsilon",
     "dp_fedavg_aggregate",
+    "encode_fixed",
     "epsilon_per_round",
-    "format_audit",
     "global_norm",
     "mask_updates",
+    "max_clip",
+    "member_bound",
     "neighbor_masks",
     "noise_for_epsilon",
     "noisy_mean",
     "pair_seed",
+    "revealed_seeds",
+    "ring_partners",
     "round_event",
     "round_graph",
     "round_privacy",
-    "unmask",
+    "self_masks",
+    "self_seed",
     "unmask_dropped",
 ]

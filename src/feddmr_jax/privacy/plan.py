@@ -24,7 +24,7 @@ import numpy as np
 from feddmr_jax.errors import ConfigError
 from feddmr_jax.privacy.accounting import epsilon_per_round
 from feddmr_jax.privacy.dp import DPSetting
-from feddmr_jax.privacy.secure_round import MaskGraph, round_graph
+from feddmr_jax.privacy.secure_agg import MaskGraph, max_clip, round_graph
 
 Array = jax.Array
 PRIVACY_TAG = 0x50524956  # "PRIV"
@@ -45,6 +45,10 @@ class PrivacyPlan(NamedTuple):
       bits: fractional bits of the fixed-point encoding.
       seed: run seed.
       key: root key of the per-round privacy keys.
+      table_mean: ``train.table_mean`` of the run (with DP always
+        ``participants``: the noisy sum divided by the expected participants).
+      upload_clip: the L2 bound of every upload under secure aggregation
+        (``train.dp_clip`` or ``train.clip_norm``), None without it.
     """
 
     dp: DPSetting | None
@@ -57,17 +61,21 @@ class PrivacyPlan(NamedTuple):
     bits: int
     seed: int
     key: Array
+    table_mean: str = "touched"
+    upload_clip: float | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (for ``summary.json``)."""
         out: dict[str, Any] = {"secure_agg": self.secure_agg}
         if self.secure_agg:
-            out.update(secure_agg_neighbors=self.neighbors, secure_agg_bits=self.bits)
+            out.update(secure_agg_neighbors=self.neighbors, secure_agg_bits=self.bits,
+                       secure_agg_upload_clip=self.upload_clip)
         if self.dp is not None:
             out.update(dp_clip=self.dp.clip_norm, dp_noise=self.dp.noise_multiplier,
                        expected_participants=self.dp.expected_clients,
                        sampling_rate=self.sampling_rate, accountant=self.accountant,
-                       delta=self.delta)
+                       delta=self.delta, table_mean=self.table_mean,
+                       mean="noisy sum of clipped updates / expected participants")
         return out
 
 
@@ -89,8 +97,9 @@ def build_privacy_plan(train_cfg: Any, num_users: int, clients_per_round: int
       The plan, or None when neither DP nor secure aggregation is on.
 
     Raises:
-      ConfigError: ``train.dp_delta`` is not below ``1 / num_users``, or the
-        accountant library is missing.
+      ConfigError: ``train.dp_delta`` is not below ``1 / num_users``, the
+        accountant library is missing, or under secure aggregation the sum of
+        ``clients_per_round`` clipped uploads can leave the fixed-point range.
     """
     t = train_cfg
     if t.dp_clip is None and not t.secure_agg:
@@ -108,10 +117,43 @@ def build_privacy_plan(train_cfg: Any, num_users: int, clients_per_round: int
             epsilons = tuple(epsilon_per_round(t.dp_noise, q, t.rounds, delta, t.dp_accountant))
         else:
             epsilons = (None,) * t.rounds
+    clip = t.secure_agg_clip() if t.secure_agg else None
+    if t.secure_agg:
+        check_secure_range(clip, clients_per_round, int(t.secure_agg_bits))
     root = jax.random.fold_in(jax.random.key(t.seed), PRIVACY_TAG)
     return PrivacyPlan(dp, delta, q, t.dp_accountant, epsilons, bool(t.secure_agg),
                        int(t.secure_agg_neighbors), int(t.secure_agg_bits), int(t.seed),
-                       root)
+                       root, t.table_mean, clip)
+
+
+def check_secure_range(clip: float | None, members: int, bits: int) -> None:
+    """Refuses a secure-aggregation run whose round sums can leave the fixed-point range.
+
+    Each upload is clipped to L2 norm ``clip`` (so every coordinate is within
+    ``+-clip``) and has weight 1, so a coordinate of the sum of ``members``
+    uploads is within ``+-members * clip``; it must fit the ring's
+    ``+-2^(31 - bits)`` with rounding (``secure_agg.max_clip``).
+
+    Args:
+      clip: the uploads' L2 bound (None: unbounded).
+      members: clients sampled per round.
+      bits: fractional bits.
+
+    Raises:
+      ConfigError: naming the fields to change.
+    """
+    if clip is None:
+        raise ConfigError("train.secure_agg needs a bound on each upload: set train.dp_clip "
+                          "or train.aggregator='clipped_mean' with train.clip_norm")
+    limit = max_clip(members, bits)
+    if clip > limit:
+        fits = next((b for b in range(bits - 1, -1, -1) if clip <= max_clip(members, b)), None)
+        hint = (f"lower train.secure_agg_bits to {fits}" if fits is not None
+                else "lower the clip or the clients per round")
+        raise ConfigError(f"train.secure_agg: {members} clients per round with uploads clipped "
+                          f"to {clip:g} can sum to {members * clip:g} per coordinate, beyond the "
+                          f"fixed-point range +-{2.0 ** (31 - bits):g} of train.secure_agg_bits="
+                          f"{bits} (at most {limit:.4g} per upload); {hint}")
 
 
 def round_privacy(plan: PrivacyPlan | None, round_index: int, sampled: np.ndarray,

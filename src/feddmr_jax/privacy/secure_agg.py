@@ -17,7 +17,7 @@ survivors' shares of ``s_dj`` let the server rebuild and remove them
 Leaves of an unsigned integer dtype are masked in their ring instead
 (``Z_{2^32}`` for ``uint32``): uniform masks, wrapping addition, exact
 cancellation, as in the real protocol; the engine's secure aggregation
-(:mod:`.secure_round`) encodes uploads in fixed point and uses that.
+(``federated/secure_round.py``) encodes uploads in fixed point and uses that.
 
 This is a *simulation* for studying the pipeline and its cost: the server
 holds ``base_key`` and could recompute every mask, so it gives no privacy.
@@ -39,12 +39,14 @@ clients, ``lax.scan`` over partners; no ``[pairs, ...]`` tensor).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 PyTree = Any
+Array = jax.Array
 
 
 def pair_seed(base_key: jax.Array, i: jax.Array | int, j: jax.Array | int) -> jax.Array:
@@ -246,3 +248,243 @@ def unmask_dropped(
         return total - jnp.sum(jnp.where(keep, m, jnp.zeros_like(m)), axis=0).astype(total.dtype)
 
     return jax.tree_util.tree_map(remove, masked_sum, leftovers)
+
+
+class MaskGraph(NamedTuple):
+    """The secure-aggregation state of one round (carried in ``Accumulator.masks``).
+
+    Attributes:
+      ids: ``[S]`` int32 sorted ids of the clients sampled this round.
+      partners: ``[S, k]`` int32 positions (into ``ids``) of each member's
+        partners.
+      valid: ``[S, k]`` bool, False = empty partner slot.
+      absent: ``[S]`` bool, True = the member's upload is not in the sum
+        (dropped out, or received and rejected by the server).
+      key: PRNG key the pair seeds derive from (simulation only).
+      bits: int32 scalar, fractional bits of the fixed-point encoding.
+      self_key: PRNG key the members' self-mask seeds derive from
+        (:func:`self_seed`; simulation only).
+      overflow: uint32 scalar, the server's running *masked* sum of the
+        uploads' saturation flags (:func:`encode_fixed`); unmasked with the
+        other sums, it is the number of accepted uploads that had to saturate.
+    """
+
+    ids: Array
+    partners: Array
+    valid: Array
+    absent: Array
+    key: Array
+    bits: Array
+    self_key: Array
+    overflow: Array
+
+
+def ring_partners(num_members: int, neighbors: int,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Partner positions of a random Harary graph on ``num_members`` nodes.
+
+    Args:
+      num_members: ``S``.
+      neighbors: ``k`` (even); 0 or ``>= S - 1``: complete graph.
+      rng: numpy generator that orders the ring.
+
+    Returns:
+      ``(partners [S, w], valid [S, w])`` with ``w = k``, or ``S - 1`` for the
+      complete graph; symmetric: ``q`` is a partner of ``p`` iff ``p`` is one of ``q``'s.
+    """
+    s = num_members
+    if neighbors == 0 or neighbors >= s - 1:
+        others = np.array([[q for q in range(s) if q != p] for p in range(s)],
+                          np.int32).reshape(s, max(s - 1, 0))
+        return others, np.ones(others.shape, bool)
+    order = rng.permutation(s)                 # ring slot -> member position
+    slot = np.empty(s, np.int64)
+    slot[order] = np.arange(s)
+    half = neighbors // 2
+    offsets = np.concatenate([np.arange(1, half + 1), -np.arange(1, half + 1)])
+    partners = order[(slot[:, None] + offsets[None, :]) % s].astype(np.int32)
+    return partners, np.ones(partners.shape, bool)
+
+
+def round_graph(sampled: np.ndarray, dropped: np.ndarray, neighbors: int,
+                rng: np.random.Generator, key: Array, bits: int = 20) -> MaskGraph:
+    """The masking graph of a round's sampled clients.
+
+    Args:
+      sampled: ids of every client sampled this round (including those that
+        will drop out).
+      dropped: ids among them that never report (marked absent from the start).
+      neighbors: partners per client ``k`` (see :func:`ring_partners`).
+      rng: orders the ring (seed it by run seed and round for reproducibility).
+      key: the round's masking key; split into the pair-seed key and the
+        self-mask key (independent streams).
+      bits: fractional bits of the fixed-point encoding (:func:`encode_fixed`).
+
+    Returns:
+      A :class:`MaskGraph`.
+    """
+    ids = np.sort(np.asarray(sampled, np.int32))
+    partners, valid = ring_partners(len(ids), neighbors, rng)
+    pair_key, self_key = jax.random.split(key)
+    return MaskGraph(ids=ids, partners=partners, valid=valid,
+                     absent=np.isin(ids, np.asarray(dropped, np.int32)), key=pair_key,
+                     bits=np.int32(bits), self_key=self_key, overflow=np.uint32(0))
+
+
+# ---------------------------------------------------------------- self masks
+
+
+def self_seed(self_key: Array, i: Array | int) -> Array:
+    """Client ``i``'s self-mask seed ``b_i`` (Bonawitz et al. 2017).
+
+    Args:
+      self_key: the round's self-mask key (``MaskGraph.self_key``).
+      i: int32 client id (scalar; works under ``vmap``).
+
+    Returns:
+      ``fold_in(self_key, i)``.
+    """
+    return jax.random.fold_in(self_key, i)
+
+
+def self_masks(ids: Array, use: Array, self_key: Array, template: PyTree) -> PyTree:
+    """Each client's self mask ``PRG(b_i)`` (zero where ``use`` is False).
+
+    Args:
+      ids: ``[a]`` int32 client ids.
+      use: ``[a]`` bool, False = no mask (padding).
+      self_key: the round's self-mask key.
+      template: pytree of one upload (unsigned-integer leaves: uniform words).
+
+    Returns:
+      Pytree of ``[a, ...]`` masks.
+    """
+    def one(i: Array, on: Array) -> PyTree:
+        draw = _prg(self_seed(self_key, i), template, 1.0)
+        return jax.tree_util.tree_map(lambda d: jnp.where(on, d, jnp.zeros_like(d)), draw)
+
+    return jax.vmap(one)(jnp.asarray(ids, jnp.int32), jnp.asarray(use, bool))
+
+
+def sum_self_masks(ids: Array, use: Array, self_key: Array, template: PyTree) -> PyTree:
+    """``sum_i PRG(b_i)`` over the clients with ``use`` (``lax.scan``: memory of one upload).
+
+    Args:
+      ids: ``[a]`` int32 client ids.
+      use: ``[a]`` bool, the clients whose self masks are summed.
+      self_key: the round's self-mask key.
+      template: pytree of one upload.
+
+    Returns:
+      Pytree like ``template``.
+    """
+    def step(acc: PyTree, member: tuple[Array, Array]) -> tuple[PyTree, None]:
+        i, on = member
+        draw = _prg(self_seed(self_key, i), template, 1.0)
+        acc = jax.tree_util.tree_map(
+            lambda a, d: a + jnp.where(on, d, jnp.zeros_like(d)), acc, draw)
+        return acc, None
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, template)
+    total, _ = jax.lax.scan(step, zeros, (jnp.asarray(ids, jnp.int32), jnp.asarray(use, bool)))
+    return total
+
+
+def revealed_seeds(absent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which secrets the server reconstructs when it unmasks a round.
+
+    For each member the server learns *either* its self-mask seed (its upload
+    is in the sum, so the seed's mask must come off) *or* its pair seeds (its
+    upload is not in the sum, so its partners' masks for it must come off),
+    never both: an upload that was received and then rejected keeps its self
+    mask, so the server cannot strip it down to the raw update.
+
+    Args:
+      absent: ``[S]`` bool, members whose upload is not in the sum.
+
+    Returns:
+      ``(self_revealed [S], pair_revealed [S])`` bool, disjoint.
+    """
+    absent = np.asarray(absent, bool)
+    return ~absent, absent
+
+
+def exposed_members(partners: np.ndarray, valid: np.ndarray, absent: np.ndarray) -> np.ndarray:
+    """Members in the sum none of whose partners is (their update would be exposed).
+
+    A present member whose partners are all absent has all its pair seeds
+    revealed (the partners') and its self seed revealed (its own): its upload
+    minus those masks is its update. The real protocol aborts such a round
+    (Bonawitz et al.'s threshold ``t``).
+
+    Args:
+      partners, valid: ``[S, k]`` from :func:`ring_partners`.
+      absent: ``[S]`` bool.
+
+    Returns:
+      ``[S]`` bool.
+    """
+    present = ~np.asarray(absent, bool)
+    partners, valid = np.asarray(partners), np.asarray(valid, bool)
+    if partners.shape[1] == 0:
+        return present & (present.sum() == 1)
+    has_partner = np.any(valid & present[partners], axis=1)
+    return present & ~has_partner
+
+
+# ---------------------------------------------------------------- fixed point
+
+
+def member_bound(members: int) -> float:
+    """Largest integer magnitude one encoded upload value may have so that the
+    sum of ``members`` uploads cannot leave ``[-2^31, 2^31)`` (no wrap-around).
+
+    Args:
+      members: clients whose uploads can enter one sum (``S``).
+
+    Returns:
+      ``min(floor((2^31 - 1) / members), 2^31 - 128)`` (the second term: the
+      largest float32 below 2^31).
+    """
+    return float(min((2**31 - 1) // max(int(members), 1), 2**31 - 128))
+
+
+def max_clip(members: int, bits: int) -> float:
+    """Largest per-coordinate bound ``C`` of an upload with which the sum of
+    ``members`` uploads stays in range (``C * 2^bits`` plus rounding and a
+    float32 margin within :func:`member_bound`).
+
+    Args:
+      members: ``S``.
+      bits: fractional bits.
+
+    Returns:
+      ``(member_bound - 1) / (2^bits * (1 + 1e-6))``.
+    """
+    return (member_bound(members) - 1.0) / (2.0**bits * (1.0 + 1e-6))
+
+
+def encode_fixed(x: Array, bits: Array | int, bound: float) -> tuple[Array, Array]:
+    """``round(x * 2^bits)`` as a ``uint32`` ring element, saturated at ``+-bound``.
+
+    Args:
+      x: float array (NaN encodes as 0: the upload is rejected anyway).
+      bits: fractional bits (0 for integer weights).
+      bound: :func:`member_bound` of the round.
+
+    Returns:
+      ``(words, saturated)``: the two's-complement words and a bool scalar,
+      True when some value had to be clipped to ``+-bound`` (the sum might
+      otherwise wrap).
+    """
+    q = jnp.round(x.astype(jnp.float32) * jnp.exp2(jnp.asarray(bits, jnp.float32)))
+    q = jnp.where(jnp.isnan(q), 0.0, q)
+    saturated = jnp.any(jnp.abs(q) > bound)
+    q = jnp.clip(q, -bound, bound)
+    return jax.lax.bitcast_convert_type(q.astype(jnp.int32), jnp.uint32), saturated
+
+
+def decode_fixed(u: Array, bits: Array | int) -> Array:
+    """Float value of an encoded value or (unwrapped) sum of them."""
+    q = jax.lax.bitcast_convert_type(u, jnp.int32).astype(jnp.float32)
+    return q / jnp.exp2(jnp.asarray(bits, jnp.float32))

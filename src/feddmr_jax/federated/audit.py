@@ -12,7 +12,7 @@ Server side
                     ``ClientOutput`` except ``private`` (``delta``, ``loss``,
                     ``num_examples``, ``rows``, ``row_mask``); under secure
                     aggregation, the masked dense upload
-                    (:class:`~.secure_round.SecureUpload`) and ``loss``.
+                    (:class:`~feddmr_jax.federated.secure_round.SecureUpload`) and ``loss``.
   ``server_round``  the round's ``Accumulator`` after a chunk step (the
                     server's running sums, masking graph included) and the
                     chunk's loss sum.
@@ -34,9 +34,14 @@ round planner (negative sampling from the user's own positives).
 :func:`check_no_private` fails (:class:`PrivacyLeakError`) if a server-side
 leaf is a private model leaf (same path inside ``ModelParams.private``, e.g.
 user embeddings, PFedRec/FedRAP score heads, FedRAP's personal item table,
-evaluation views), is a model-like leaf the shared half does not have, or is
+local evaluation scores), is a model-like leaf the shared half does not have, or is
 named like private data (``user``, ``personal``, ``history``, ``private``,
-``eval_view``).
+``eval_scores``).
+
+Why it lives in ``federated/``: the audit is not a privacy primitive on
+pytrees; it traces the round's own functions (client function, chunk step,
+server step and the secure round's masked upload), so it sits beside them and
+``privacy/`` stays free of imports from ``federated/`` (one-way layering).
 """
 
 from __future__ import annotations
@@ -49,11 +54,11 @@ import jax
 import jax.numpy as jnp
 
 from feddmr_jax.errors import FeddmrError
-from feddmr_jax.privacy.secure_round import masked_uploads
+from feddmr_jax.federated.secure_round import masked_uploads
 
 SERVER_ROLES = ("upload", "server_round", "server_state")
 CLIENT_ROLES = ("client_store", "client_data")
-PRIVATE_WORDS = ("user", "personal", "history", "private", "eval_view")
+PRIVATE_WORDS = ("user", "personal", "history", "private", "eval_scores")
 
 # What a server-side leaf that is not a model parameter tells the server.
 REVEALS = {
@@ -65,10 +70,13 @@ REVEALS = {
     "upload.masked.row_weight": "masked: the client's row-use indicator (only the round's "
                                 "sum is revealed)",
     "upload.masked.weight": "masked: the client's weight (only the round's sum is revealed)",
+    "upload.masked.overflow": "masked: 1 if the client's upload had to saturate (only the "
+                              "round's count is revealed)",
     "server_round.acc.row_weight": "per item row, total weight of the participants that used it",
     "server_round.acc.weight": "total weight of the accepted participants",
-    "server_round.acc.masks": "masking graph: who was sampled, who is absent; the key is a "
-                              "simulation stand-in for the clients' pairwise key agreement",
+    "server_round.acc.masks": "masking graph: who was sampled, who is absent, the masked "
+                              "saturation count; the keys are a simulation stand-in for the "
+                              "clients' key agreement and self-mask seeds",
 }
 
 
@@ -111,7 +119,7 @@ def audit_round(algorithm: Any, chunk: Any, *, masks: Any = None) -> list[AuditE
         built in vectorized (not sequential) mode.
       chunk: one :class:`~feddmr_jax.federated.parallel.ChunkData` of the
         run (e.g. from ``plan_round``; only shapes are used).
-      masks: the round's :class:`~.secure_round.MaskGraph` under secure
+      masks: the round's :class:`~feddmr_jax.privacy.secure_agg.MaskGraph` under secure
         aggregation, else None.
 
     Returns:
@@ -129,9 +137,8 @@ def audit_round(algorithm: Any, chunk: Any, *, masks: Any = None) -> list[AuditE
             return out._replace(private=None)
         stack = lambda x: x[None]  # noqa: E731
         up = masked_uploads(jax.tree.map(stack, out.delta), out.num_examples[None],
-                            jnp.ones((1,), bool), one_row.client_ids[None],
-                            jnp.ones((1,), bool), out.rows[None], out.row_mask[None],
-                            masks, _num_items(state.shared))
+                            one_row.client_ids[None], jnp.ones((1,), bool), out.rows[None],
+                            out.row_mask[None], masks, _num_items(state.shared))
         return {"masked": jax.tree.map(lambda x: x[0], up), "loss": out.loss}
 
     upload = jax.eval_shape(upload_of, state.shared, private_one, row, key)
