@@ -29,7 +29,10 @@ most populous shape class every round (one compiled chunk shape per side).
 ``--quick`` = ``--one-class 128``, 2 timed rounds: a CPU check of the script
 under 2 minutes, not a figure to quote. The table goes to stdout, the figures
 to ``--out`` and, as one JSON object, to the last stdout line (top-level
-figures: the first model).
+figures: the first model). ``slots_filled``: real examples / example slots
+of a full round's chunk rows (padding clients included); ``step_slots_filled``:
+the same over the slots the minibatch steps compute (a client's last partial
+batch padded to ``B``); ``chunk_shapes``: distinct compiled chunk shapes.
 """
 
 from __future__ import annotations
@@ -160,9 +163,14 @@ def bench_model(cfg: RunConfig, args: argparse.Namespace) -> dict:
     engine = run_side(engine_exp, warmup=args.warmup, rounds=args.rounds, loop=False,
                       loop_clients=None, one_class=args.one_class)
     split = engine_exp.split
+    fixed = one_class_participants(engine_exp, args.one_class)[0] if args.one_class else None
+    fill = engine_exp.planner.slot_fill(fixed)   # every client: a full round's chunks
     result = {"users": split.num_users, "items": split.num_items,
               "train_interactions": len(split.train),
-              "chunk_shapes": engine_exp.planner.chunk_shapes(), "engine": engine}
+              "chunk_shapes": engine_exp.planner.chunk_shapes(),
+              "slots_filled": {**fill._asdict(), "row_fill": fill.row_fill,
+                               "step_fill": fill.step_fill},
+              "engine": engine}
     if args.one_class:
         ids, width = one_class_participants(engine_exp, args.one_class)
         result["one_class"] = {"width": width, "clients": len(ids),
@@ -259,6 +267,9 @@ def main() -> None:
         "speedup": rounded(head["speedup"], 3) if loop else None,
         "train_speedup": rounded(head["train_speedup"], 3) if loop else None,
         "engine_compile_seconds": rounded(head["engine"]["compile_s"]),
+        "chunk_shapes": len(head["chunk_shapes"]),
+        "slots_filled": rounded(head["slots_filled"]["row_fill"], 3),
+        "step_slots_filled": rounded(head["slots_filled"]["step_fill"], 3),
         "loop_compile_seconds": rounded(loop["compile_s"]) if loop else None,
         **_common.device_info(),
         "compile_cache": str(cache) if cache else None,

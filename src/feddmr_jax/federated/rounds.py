@@ -1,33 +1,50 @@
 """Host-side planning of a round: examples, shape classes and chunks.
 
-Every client is assigned once, from its number of training positives, to a
-**shape class**: the padded example count ``N`` of its row (positives + fresh
-negatives), a power of two from 32 up to the batch size, then a power-of-two multiple of
-the batch size. Clients of one class are cut into chunks of a class-specific
-number of clients so that a chunk holds at most ``chunk_size * batch_size``
-example slots (bounded memory), and never more clients than the class has
-(little client padding). Shapes therefore depend on the data only, not on the
-round: after the first round nothing is compiled again.
+Every client is assigned once, from its number of training examples
+(positives + fresh negatives), to a **shape class**: the padded example count
+``N`` of its row. A client runs ``ceil(N / B)`` minibatch steps of width
+``min(B, N)`` (federated/client.py), so what a class costs is its *step
+slots*: ``N`` below the batch size ``B``, ``ceil(N / B) * B`` above.
+:func:`shape_classes` picks the class bounds that minimize the step slots of
+all clients for a given number of classes (an exact dynamic programme over the
+candidate bounds: multiples of ``WIDTH_ALIGN`` up to ``B``, multiples of ``B``
+above), by default no more classes than the power-of-two rule of
+:func:`example_width` would give, and cuts each class's row width down to its
+largest client (rounded up to ``WIDTH_ALIGN``). A client's result does not
+depend on its width: its per-epoch shuffle puts real examples first, padded
+steps are skipped exactly.
 
-A client's row is laid out the same way whatever chunk it lands in (its
-positives, then its negatives, then padding), so its result does not depend on
-chunking, sharding or the per-client loop.
+Clients of one class are cut into chunks of a class-specific number of
+clients so that a chunk holds at most ``chunk_size * batch_size`` example
+slots (bounded memory), and as evenly as possible (little client padding).
+Shapes depend on the data only, not on the round: after the first round
+nothing is compiled again.
+
+Chunks are packed lazily (:func:`iter_round`): each one draws its own
+clients' training negatives (a counter-based draw,
+:func:`~feddmr_jax.data.negatives.draw_train_negatives`) and gathers their
+memories from the CSR, so host memory is bounded by the chunk, not by the
+number of participants. A client's row is laid out the same way whatever chunk
+it lands in (its positives, then its negatives, then padding), so its result
+does not depend on chunking, sharding or the per-client loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+import functools
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from feddmr_jax.data.negatives import sample_train_negatives
+from feddmr_jax.data.negatives import draw_train_negatives
 from feddmr_jax.data.packing import pad_ragged, recent_history
 from feddmr_jax.data.types import TrainCSR
 from feddmr_jax.federated.parallel import ChunkData
 
 
-MIN_WIDTH = 32
+MIN_WIDTH = 32      # smallest class of the power-of-two rule (example_width)
+WIDTH_ALIGN = 8     # class widths below the batch size are multiples of this
 
 
 def _pow2_ceil(x: np.ndarray) -> np.ndarray:
@@ -36,12 +53,107 @@ def _pow2_ceil(x: np.ndarray) -> np.ndarray:
 
 
 def example_width(lengths: np.ndarray, num_negatives: int, batch_size: int) -> np.ndarray:
-    """Padded example count ``N`` of each client's row (its shape class)."""
+    """The power-of-two rule: ``N`` a power of two from ``MIN_WIDTH`` up to the
+    batch size, then a power-of-two multiple of it (the class count
+    :func:`shape_classes` stays within by default)."""
     examples = np.asarray(lengths, np.int64) * (1 + num_negatives)
-    # Below MIN_WIDTH slots a separate compiled program costs more than the padding.
     small = np.minimum(np.maximum(_pow2_ceil(examples), MIN_WIDTH), batch_size)
     steps = _pow2_ceil(-(-examples // batch_size))
     return np.where(examples <= batch_size, small, steps * batch_size).astype(np.int64)
+
+
+def step_slots(width: np.ndarray, batch_size: int) -> np.ndarray:
+    """Example slots a client of row width ``N`` computes: ``ceil(N / B) * min(B, N)``."""
+    width = np.asarray(width, np.int64)
+    step = np.minimum(width, batch_size)
+    return -(-width // np.maximum(step, 1)) * step
+
+
+def _round_up(x: np.ndarray, to: int) -> np.ndarray:
+    return -(-np.asarray(x, np.int64) // to) * to
+
+
+def shape_classes(examples: np.ndarray, batch_size: int,
+                  max_classes: int | None = None) -> np.ndarray:
+    """Row width ``N`` of each client: at most ``max_classes`` widths, fewest step slots.
+
+    Args:
+      examples: ``[U]`` real examples per client (positives + negatives).
+      batch_size: the local minibatch size ``B``.
+      max_classes: most distinct widths; default the number of classes of
+        :func:`example_width` (never more compiled programs than that rule).
+
+    Returns:
+      ``[U]`` int64 widths: the largest member of each class rounded up to
+      ``WIDTH_ALIGN`` (at least 1); every client fits its width.
+    """
+    examples = np.maximum(np.asarray(examples, np.int64), 1)
+    if examples.size == 0:
+        return examples
+    if max_classes is None:
+        pow2 = example_width(examples, 0, batch_size)
+        max_classes = len(np.unique(pow2))
+    # Candidate bounds in step slots: the cost of a class is its bound per member.
+    # (above 16 steps, in coarser quanta: at most 16 candidates per doubling).
+    steps = -(-examples // batch_size)
+    quantum = batch_size * np.maximum(_pow2_ceil(steps) // 16, 1)
+    cost = np.where(examples <= batch_size, _round_up(examples, WIDTH_ALIGN),
+                    -(-examples // quantum) * quantum)
+    bounds, inverse, counts = np.unique(cost, return_inverse=True, return_counts=True)
+    groups = _best_groups(bounds, counts, max(1, max_classes))
+    group_of = groups[inverse.reshape(-1)]
+    top = np.zeros(groups.max() + 1, np.int64)
+    np.maximum.at(top, group_of, examples)
+    return _round_up(top, WIDTH_ALIGN)[group_of]
+
+
+def _best_groups(bounds: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
+    """Cuts sorted candidate bounds into at most ``k`` runs of consecutive candidates,
+    minimizing ``sum(count * bound of the run's last candidate)``.
+
+    Returns:
+      ``[D]`` the run (0, 1, ...) of each candidate; fewest runs among equal costs.
+    """
+    d = len(bounds)
+    k = min(k, d)
+    cum = np.concatenate([[0], np.cumsum(counts)]).astype(np.float64)
+    i, j = np.meshgrid(np.arange(d), np.arange(d), indexing="ij")
+    seg = np.where(i <= j, (cum[j + 1] - cum[i]) * bounds[j], np.inf)  # run i..j
+    cost = [seg[0]]                    # cost[g][j]: candidates 0..j in exactly g + 1 runs
+    start = [np.zeros(d, np.int64)]    # start[g][j]: first candidate of the last run
+    for _ in range(1, k):
+        total = np.concatenate([[np.inf], cost[-1][:-1]])[:, None] + seg
+        start.append(np.argmin(total, axis=0))
+        cost.append(total[start[-1], np.arange(d)])
+    g = int(np.argmin([c[-1] for c in cost]))
+    runs, end = np.empty(d, np.int64), d - 1
+    while end >= 0:
+        first = int(start[g][end])
+        runs[first:end + 1] = g
+        end, g = first - 1, g - 1
+    return runs
+
+
+class SlotFill(NamedTuple):
+    """Example slots of a round's chunks (padding clients included).
+
+    Attributes:
+      real: real examples.
+      row_slots: slots of the chunks' example rows (``clients x N``).
+      step_slots: slots the minibatch steps compute (``clients x ceil(N/B) x min(B, N)``).
+    """
+
+    real: int
+    row_slots: int
+    step_slots: int
+
+    @property
+    def row_fill(self) -> float:
+        return self.real / max(self.row_slots, 1)
+
+    @property
+    def step_fill(self) -> float:
+        return self.real / max(self.step_slots, 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +163,11 @@ class RoundPlanner:
     Attributes:
       train: training positives (CSR, chronological).
       exclude: all known positives per user (never sampled as negatives).
-      history, history_mask: ``[U, n]`` memory of every client.
+      history_len: memory length ``n`` (:meth:`memory` builds it per block).
       width: ``[U]`` shape class (padded example count) of every client.
       clients_per_chunk: shape class -> clients per chunk.
       num_negatives: negatives per positive.
+      batch_size: local minibatch size (what a step computes, :meth:`slot_fill`).
       seed: base seed of the per-round negative sampling.
       eval_items: ``[U, M]`` evaluation candidates of every client, copied into
         its chunk rows (methods evaluated with local item tables), or None.
@@ -62,11 +175,11 @@ class RoundPlanner:
 
     train: TrainCSR
     exclude: TrainCSR
-    history: np.ndarray
-    history_mask: np.ndarray
+    history_len: int
     width: np.ndarray
     clients_per_chunk: dict[int, int]
     num_negatives: int
+    batch_size: int
     seed: int
     eval_items: np.ndarray | None = None
 
@@ -78,36 +191,86 @@ class RoundPlanner:
         """``(clients, examples)`` of every chunk shape a round can produce."""
         return sorted((c, w) for w, c in self.clients_per_chunk.items())
 
+    def memory(self, clients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(history [R, n] int32, history_mask [R, n])`` of ``clients``, from the CSR."""
+        return recent_history(self.train, self.history_len,
+                              rows=np.asarray(clients, np.int64))
+
+    @functools.cached_property
+    def _all_memory(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.memory(np.arange(self.num_clients))
+
+    @property
+    def history(self) -> np.ndarray:
+        """``[U, n]`` memory of every client (built on first use; training never
+        uses it, evaluation can call :meth:`memory` per block instead)."""
+        return self._all_memory[0]
+
+    @property
+    def history_mask(self) -> np.ndarray:
+        """``[U, n]`` mask of :attr:`history`."""
+        return self._all_memory[1]
+
+    def slot_fill(self, participants: np.ndarray | None = None) -> SlotFill:
+        """Real examples and padded slots of the chunks :func:`iter_round` packs
+        for ``participants`` (default: every client), without drawing them."""
+        clients = (np.arange(self.num_clients) if participants is None
+                   else np.asarray(participants, np.int64))
+        widths = self.width[clients]
+        real = int(self.train.lengths[clients].sum()) * (1 + self.num_negatives)
+        rows = steps = 0
+        for w, n in zip(*np.unique(widths, return_counts=True)):
+            per = self.clients_per_chunk[int(w)]
+            padded = -(-int(n) // per) * per
+            rows += padded * int(w)
+            steps += padded * int(step_slots(w, self.batch_size))
+        return SlotFill(real, rows, steps)
+
+
+def chunk_sizes(width: np.ndarray, *, batch_size: int, chunk_size: int,
+                devices: int = 1) -> dict[int, int]:
+    """Clients per chunk of each shape class.
+
+    At most ``chunk_size`` clients and ``chunk_size * batch_size`` example
+    slots per chunk; a class is cut into that many chunks of equal size (so a
+    full round pads fewer clients than one per chunk), rounded up to a
+    multiple of ``devices``.
+    """
+    budget = chunk_size * batch_size
+    out = {}
+    for w, n in zip(*np.unique(width, return_counts=True)):
+        cap = int(min(chunk_size, max(1, budget // int(w))))
+        per = -(-int(n) // -(-int(n) // cap))
+        out[int(w)] = -(-per // devices) * devices
+    return out
+
 
 def build_planner(train: TrainCSR, exclude: TrainCSR, *, history_len: int,
                   num_negatives: int, batch_size: int, chunk_size: int,
                   seed: int, devices: int = 1,
-                  eval_items: np.ndarray | None = None) -> RoundPlanner:
-    """Assigns shape classes and chunk sizes; precomputes every client's memory.
+                  eval_items: np.ndarray | None = None,
+                  max_classes: int | None = None) -> RoundPlanner:
+    """Assigns shape classes (:func:`shape_classes`) and chunk sizes (:func:`chunk_sizes`).
 
     ``devices``: chunks hold a multiple of this many clients, so that their
     client axis splits evenly over the device mesh (federated/devices.py).
+    ``max_classes``: most shape classes (compiled chunk programs); default
+    as many as the power-of-two rule (:func:`example_width`) gives.
     """
     if devices < 1:
         raise ValueError(f"devices must be >= 1, got {devices}")
-    width = example_width(train.lengths, num_negatives, batch_size)
-    budget = chunk_size * batch_size
-    classes, counts = np.unique(width, return_counts=True)
-    per_chunk = {}
-    for w, n in zip(classes, counts):
-        per = int(min(chunk_size, max(1, budget // w), _pow2_ceil(n)))
-        per_chunk[int(w)] = -(-per // devices) * devices
-    history, history_mask = recent_history(train, history_len)
-    return RoundPlanner(train, exclude, history, history_mask, width, per_chunk,
-                        num_negatives, seed,
+    width = shape_classes(train.lengths * (1 + num_negatives), batch_size, max_classes)
+    per_chunk = chunk_sizes(width, batch_size=batch_size, chunk_size=chunk_size,
+                            devices=devices)
+    return RoundPlanner(train, exclude, history_len, width, per_chunk, num_negatives,
+                        batch_size, seed,
                         None if eval_items is None else np.asarray(eval_items, np.int32))
 
 
 def _examples(planner: RoundPlanner, clients: np.ndarray, round_index: int):
-    """Flat examples of ``clients`` (positives then negatives per client)."""
-    rng = np.random.default_rng([planner.seed, round_index])
-    neg = sample_train_negatives(planner.train, planner.exclude, rng,
-                                 planner.num_negatives, users=clients)
+    """CSR of the examples of ``clients`` (positives then negatives per client)."""
+    neg = draw_train_negatives(planner.train, planner.exclude, clients, seed=planner.seed,
+                               round_index=round_index, num_negatives=planner.num_negatives)
     k = planner.num_negatives
     lengths = planner.train.lengths[clients].astype(np.int64)
     ex_len = lengths * (1 + k)
@@ -119,9 +282,8 @@ def _examples(planner: RoundPlanner, clients: np.ndarray, round_index: int):
     starts = ex_indptr[:-1]
     pos_items = planner.train.items[np.repeat(planner.train.indptr[clients], lengths) + within]
     values[np.repeat(starts, lengths) + within] = pos_items
-    neg_flat = neg.reshape(-1)
     neg_within = np.arange(total_pos * k) - np.repeat(pos_start * k, lengths * k)
-    values[np.repeat(starts + lengths, lengths * k) + neg_within] = neg_flat
+    values[np.repeat(starts + lengths, lengths * k) + neg_within] = neg.reshape(-1)
     return ex_indptr, values, lengths
 
 
@@ -138,17 +300,18 @@ def iter_round(planner: RoundPlanner, participants: np.ndarray, round_index: int
                update_nan: np.ndarray | None = None) -> Iterator[ChunkData]:
     """The chunks of one round (numpy arrays), grouped by shape class, packed lazily.
 
-    The round's examples (positives and freshly drawn negatives) are drawn for
-    every participant up front, so the draws do not depend on how the chunks
-    are consumed; each chunk's padded arrays are built only when it is
-    reached. The training loop therefore never holds more than one packed
-    chunk (host memory stays bounded by the chunk size, not the number of
-    participants), and packing the next chunk on the host overlaps with the
-    device training the previous one (JAX dispatches asynchronously).
+    Each chunk is built only when it is reached: its clients' training
+    negatives are drawn then (counter-based, so a client's negatives depend
+    only on the seed, the round and its id, not on the chunking), and their
+    memories gathered from the CSR. The training loop therefore never holds
+    more than one packed chunk (host memory stays bounded by the chunk size,
+    not the number of participants), and packing the next chunk on the host
+    overlaps with the device training the previous one (JAX dispatches
+    asynchronously).
 
     Args:
       planner: from :func:`build_planner`.
-      participants: sorted ids of the clients that train this round.
+      participants: sorted distinct ids of the clients that train this round.
       round_index: seeds this round's negatives.
       update_scale, update_nan: ``[P]`` fault injection per participant
         (see federated/faults.py); default: honest clients.
@@ -158,28 +321,30 @@ def iter_round(planner: RoundPlanner, participants: np.ndarray, round_index: int
         update_scale = np.ones(len(participants), np.float32)
     if update_nan is None:
         update_nan = np.zeros(len(participants), bool)
-    ex_indptr, values, lengths = _examples(planner, participants, round_index)
     widths = planner.width[participants]
     for w in sorted(set(widths.tolist())):
         pos = np.flatnonzero(widths == w)
         per = planner.clients_per_chunk[w]
         for start in range(0, len(pos), per):
             sel = pos[start:start + per]
-            pad = per - len(sel)
-            sel_padded = np.concatenate([sel, np.repeat(sel[:1], pad)])
-            items, mask = pad_ragged(ex_indptr, values, sel_padded, width=w)
-            mask[len(sel):] = False
-            labels = (np.arange(w)[None, :] < lengths[sel_padded][:, None]) & mask
+            real = np.arange(per) < len(sel)
+            sel_padded = np.concatenate([sel, np.repeat(sel[:1], per - len(sel))])
+            ex_indptr, values, lengths = _examples(planner, participants[sel].astype(np.int64),
+                                                   round_index)
+            rows = np.where(real, np.arange(per), 0)      # padding: a copy of the first
+            items, mask = pad_ragged(ex_indptr, values, rows, width=w)
+            mask &= real[:, None]
+            labels = (np.arange(w)[None, :] < lengths[rows][:, None]) & mask
             ids = participants[sel_padded]
+            history, history_mask = planner.memory(ids)
             yield ChunkData(
                 client_ids=ids.astype(np.int32),
-                client_mask=np.arange(per) < len(sel),
+                client_mask=real,
                 items=items.astype(np.int32), labels=labels.astype(np.float32),
-                mask=mask, history=planner.history[ids],
-                history_mask=planner.history_mask[ids] & (np.arange(per) < len(sel))[:, None],
+                mask=mask, history=history,
+                history_mask=history_mask & real[:, None],
                 update_scale=update_scale[sel_padded].astype(np.float32),
-                update_nan=update_nan[sel_padded] & (np.arange(per) < len(sel)),
-                slot=np.where(np.arange(per) < len(sel), sel_padded,
-                              len(participants)).astype(np.int32),
+                update_nan=update_nan[sel_padded] & real,
+                slot=np.where(real, sel_padded, len(participants)).astype(np.int32),
                 eval_items=None if planner.eval_items is None else planner.eval_items[ids],
                 round_index=np.full(per, round_index, np.int32))

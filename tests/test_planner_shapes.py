@@ -1,0 +1,145 @@
+"""Shape classes: optimal for their number, never more than the power-of-two rule,
+the reported slot fill equals the packed chunks, and a client's result does not
+depend on how far its row is padded."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import numpy as np
+import pytest
+
+from feddmr_jax.data import load_dataset, split_interactions, train_csr, train_exclusions
+from feddmr_jax.federated.rounds import (build_planner, example_width, plan_round,
+                                         shape_classes, step_slots)
+from feddmr_jax.train import build_experiment
+
+from engine_helpers import max_abs_diff, tiny_config
+
+
+def _cost(width: np.ndarray, batch: int) -> int:
+    return int(step_slots(width, batch).sum())
+
+
+def _brute_force(examples: np.ndarray, batch: int, k: int) -> int:
+    """Fewest step slots over every cut of the sorted candidate bounds into <= k runs."""
+    cand = np.unique(np.where(examples <= batch, -(-examples // 8) * 8,
+                              -(-examples // batch) * batch))
+    best = None
+    for runs in range(1, k + 1):
+        for cuts in itertools.combinations(range(len(cand) - 1), runs - 1):
+            tops = cand[list(cuts) + [len(cand) - 1]]
+            width = tops[np.searchsorted(tops, np.where(
+                examples <= batch, -(-examples // 8) * 8, -(-examples // batch) * batch))]
+            cost = _cost(width, batch)
+            best = cost if best is None else min(best, cost)
+    return best
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_classes_are_optimal_for_their_number(seed):
+    rng = np.random.default_rng(seed)
+    examples = rng.integers(1, 90, 40) * 5
+    for k in (1, 2, 3):
+        width = shape_classes(examples, 64, k)
+        assert len(np.unique(width)) <= k
+        assert np.all(width >= examples) and np.all(width % 8 == 0)
+        assert _cost(width, 64) == _brute_force(examples, 64, k), k
+
+
+def test_default_never_more_classes_than_the_power_of_two_rule():
+    rng = np.random.default_rng(3)
+    for batch in (16, 64, 256):
+        lengths = np.maximum(1, (rng.pareto(1.2, 500) * 10).astype(int))
+        old = example_width(lengths, 4, batch)
+        new = shape_classes(lengths * 5, batch)
+        assert len(np.unique(new)) <= len(np.unique(old))
+        assert _cost(new, batch) <= _cost(old, batch)
+
+
+@pytest.fixture(scope="module")
+def ml100k(shared_data_dir):
+    split = split_interactions(load_dataset("ml-100k", shared_data_dir), "loo")
+    return train_csr(split), train_exclusions(split, "strict")
+
+
+def _old_fill(train, batch, k, chunk):
+    """The power-of-two planner's chunk shapes and step fill (its rule, recomputed here)."""
+    width = example_width(train.lengths, k, batch)
+    shapes, slots = [], 0
+    for w, n in zip(*np.unique(width, return_counts=True)):
+        per = int(min(chunk, max(1, chunk * batch // w), 1 << int(np.ceil(np.log2(n)))))
+        shapes.append((per, int(w)))
+        slots += -(-n // per) * per * int(step_slots(w, batch))
+    return shapes, train.lengths.sum() * (1 + k) / slots
+
+
+@pytest.mark.parametrize("batch, chunk", [(256, 64), (256, 16)])
+def test_ml100k_less_padding_with_no_more_programs(ml100k, batch, chunk):
+    train, exclude = ml100k
+    planner = build_planner(train, exclude, history_len=50, num_negatives=4, batch_size=batch,
+                            chunk_size=chunk, seed=0)
+    old_shapes, old_fill = _old_fill(train, batch, 4, chunk)
+    fill = planner.slot_fill()
+    assert len(planner.chunk_shapes()) <= len(old_shapes)
+    assert fill.step_fill > old_fill + 0.02
+    assert fill.row_fill >= fill.step_fill
+    # More classes (a config choice) pad less still, up to the minibatch bound.
+    more = build_planner(train, exclude, history_len=50, num_negatives=4, batch_size=batch,
+                         chunk_size=chunk, seed=0, max_classes=16).slot_fill()
+    assert more.step_fill > fill.step_fill + 0.08
+
+
+def test_slot_fill_counts_the_packed_chunks():
+    exp = build_experiment(tiny_config(client_fraction=0.6))
+    participants = np.arange(0, exp.split.num_users, 2)
+    chunks = plan_round(exp.planner, participants, 3)
+    fill = exp.planner.slot_fill(participants)
+    assert fill.real == sum(int(c.mask.sum()) for c in chunks)
+    assert fill.row_slots == sum(c.items.size for c in chunks)
+    assert fill.step_slots == sum(len(c.client_ids) * int(step_slots(c.items.shape[1], 16))
+                                  for c in chunks)
+    assert {(len(c.client_ids), c.items.shape[1]) for c in chunks} <= set(
+        exp.planner.chunk_shapes())
+
+
+def _repad(row, width):
+    """One client's row (unbatched ChunkData) padded to ``width`` example slots."""
+    pad = width - row.items.shape[0]
+    grow = lambda x: np.concatenate([np.asarray(x), np.zeros(pad, np.asarray(x).dtype)])
+    return row._replace(items=grow(row.items), labels=grow(row.labels), mask=grow(row.mask))
+
+
+def test_same_client_padded_to_two_widths_trains_identically():
+    """Real examples are shuffled first and padded steps are skipped, so the
+    width of a client's row (its shape class) changes nothing it computes."""
+    exp = build_experiment(tiny_config(local_epochs=2, sparse=False))
+    state = exp.algorithm.init(exp.keys["init"])
+    client_fn = jax.jit(exp.algorithm.parts.client_fn)
+    chunks = plan_round(exp.planner, np.arange(exp.split.num_users), 1)
+    rows = [jax.tree.map(lambda x, i=i: np.asarray(x)[i], c)
+            for c in chunks for i in np.flatnonzero(c.client_mask)]
+    one_step = next(r for r in rows if r.mask.sum() <= 16)       # batch size 16
+    many_steps = next(r for r in rows if r.mask.sum() > 16)
+    key = jax.random.key(5)
+    for row in (one_step, many_steps):
+        private = jax.tree.map(lambda s: s[row.client_ids], state.private_store)
+        base = client_fn(state.shared, private, row, key)
+        assert max_abs_diff(base.delta, jax.tree.map(np.zeros_like, base.delta)) > 1e-4
+        n = int(row.mask.sum())
+        # 40 more slots (empty steps at the end): the same steps, bit for bit.
+        # No padding at all: a one-step client then runs one step of width n
+        # instead of 16 (the same examples; sums over another width round
+        # differently in the last bits).
+        for other_row, tol in ((_repad(row, row.items.shape[0] + 40), 0.0),
+                               (_trim(row, n), 1e-5)):
+            other = client_fn(state.shared, private, other_row, key)
+            assert max_abs_diff(base.delta, other.delta) <= tol
+            assert max_abs_diff(base.private, other.private) <= tol
+            assert float(base.loss) == pytest.approx(float(other.loss), abs=tol)
+
+
+def _trim(row, width):
+    return row._replace(items=row.items[:width], labels=row.labels[:width],
+                        mask=row.mask[:width])
