@@ -288,10 +288,11 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise config_lib.ConfigError("resume=True needs the run folder (out_dir)")
+    if out is not None:
+        cfg.validate()
     enable_compilation_cache()
     primary = is_primary()
     if out is not None:
-        cfg.validate()
         prepare_out_dir(cfg, out, resume=resume, overwrite=overwrite, clear=primary)
         barrier("feddmr: run folder checked")    # before process 0 writes into it
     watch = CompileWatch()
