@@ -6,7 +6,13 @@ state pytree (``ocp.args.StandardSave``) and a JSON ``meta`` dict
 of the state's leaves and their paths, dtypes and shapes, checked on restore.
 ``restore`` never silently starts over: a bad newest step is reported, moved
 aside and the newest older valid step is used; no valid step raises
-:class:`~feddmr_jax.errors.FeddmrError`. Single-process (host-addressable) only.
+:class:`~feddmr_jax.errors.FeddmrError`.
+
+Many processes (``jax.distributed``): every process calls ``save``, ``restore``
+and ``close`` in the same order (orbax synchronises them); process 0 writes the
+files and alone moves bad steps aside. The state's arrays must be replicated
+(as the training state is) or host arrays; the folder must be one that every
+process sees (a shared file system).
 """
 
 from __future__ import annotations
@@ -50,6 +56,10 @@ def _host_leaves(tree: Any) -> list[tuple[str, np.ndarray]]:
         if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.extended):
             raise TypeError(f"state leaf {jax.tree_util.keystr(path)} has dtype {dtype}: store "
                             "jax.random.key_data(key) and re-wrap it after restore")
+        if (isinstance(leaf, jax.Array) and not leaf.is_fully_addressable
+                and not leaf.is_fully_replicated):
+            raise TypeError(f"state leaf {jax.tree_util.keystr(path)} is split over several "
+                            "processes: only replicated state can be checkpointed")
     host = jax.device_get([leaf for _, leaf in flat])  # one batched transfer
     return [(jax.tree_util.keystr(path), np.asarray(arr)) for (path, _), arr in zip(flat, host)]
 
@@ -216,8 +226,12 @@ class Checkpointer:
         return jax.tree.map(_to_device_if_abstract, template, state), meta
 
     def _set_aside(self, failures: list[tuple[int, str]], *, restored: int) -> None:
-        """Warns about bad steps newer than ``restored`` and renames them aside."""
-        for bad_step, why in failures:
+        """Warns about bad steps newer than ``restored`` and renames them aside
+        (process 0 only; the others wait for it)."""
+        from feddmr_jax.processes import barrier, is_primary
+
+        barrier("feddmr: bad checkpoints found")     # every process has read them
+        for bad_step, why in failures if is_primary() else ():
             src = os.path.join(self._directory, str(bad_step))
             dst, n = f"{src}.corrupt", 1
             while os.path.exists(dst):
@@ -229,6 +243,7 @@ class Checkpointer:
                 moved = f"could not move it aside ({_reason(err)}); delete it before saving"
             warnings.warn(f"checkpoint step {bad_step} in {self._directory} is invalid ({why}); "
                           f"{moved}; restoring step {restored}", RuntimeWarning, stacklevel=3)
+        barrier("feddmr: bad checkpoints set aside")
         self._manager.reload()
 
     def close(self) -> None:

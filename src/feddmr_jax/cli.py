@@ -94,6 +94,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from feddmr_jax.checkpoint import run_dir_state
     from feddmr_jax.train import Interrupted, load_run_config, train
 
+    _check_distributed_args(args)
+    finished_note = None
     if args.resume:
         given = [flag.flag for flag, _ in cli_flags.given_flags(args)]
         refused = [f for f in given if f != "--rounds"] + ["--config"] * bool(args.config) \
@@ -111,10 +113,9 @@ def _run_train(args: argparse.Namespace) -> int:
             cfg.validate()
         elif (out / "summary.json").exists() and not args.quiet:
             done = json.loads((out / "summary.json").read_text())
-            print(f"feddmr: the run in {out} is finished ({done.get('rounds_run')} rounds"
-                  + (", stopped early" if done.get("stopped_early") else "")
-                  + f"): nothing to train; extend it with --resume {out} --rounds N",
-                  file=sys.stderr)
+            finished_note = (f"feddmr: the run in {out} is finished ({done.get('rounds_run')} "
+                             "rounds" + (", stopped early" if done.get("stopped_early") else "")
+                             + f"): nothing to train; extend it with --resume {out} --rounds N")
     else:
         cfg = _train_config(args)
         out = Path(args.out or f"runs/{cfg.data.dataset}-{cfg.train.model}-"
@@ -123,17 +124,41 @@ def _run_train(args: argparse.Namespace) -> int:
             raise FeddmrError(f"output folder {out} holds another run; pass --resume "
                               f"{out} to continue it, --overwrite to replace it, or "
                               "choose another --out")
+    primary = True
+    if args.distributed:           # after the checks above, before any JAX computation
+        from feddmr_jax import processes
+
+        processes.start(args.coordinator, args.num_processes, args.process_id)
+        primary = processes.is_primary()
+    if finished_note and primary:
+        print(finished_note, file=sys.stderr)
     try:
         summary = train(cfg, out, progress=not args.quiet, resume=bool(args.resume),
                         overwrite=args.overwrite)
     except Interrupted as e:
-        print(f"feddmr: {e}", file=sys.stderr)
+        if primary:
+            print(f"feddmr: {e}", file=sys.stderr)
         return 130
+    if not primary:
+        return 0
     keys = ("best_round", "val", "test", "epsilon", "delta", "round_seconds",
             "compile_seconds", "total_seconds")
     print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
     print(f"wrote {out / 'summary.json'} and {out / 'metrics.jsonl'}")
     return 0
+
+
+def _check_distributed_args(args: argparse.Namespace) -> None:
+    """The launch options: only with --distributed, and all three or none."""
+    from feddmr_jax.processes import check_launch
+
+    explicit = [name for name, value in (("--coordinator", args.coordinator),
+                                         ("--num-processes", args.num_processes),
+                                         ("--process-id", args.process_id)) if value is not None]
+    if explicit and not args.distributed:
+        raise FeddmrError(f"{' and '.join(explicit)}: add --distributed (launch options "
+                          "of a multi-process run)")
+    check_launch(args.coordinator, args.num_processes, args.process_id)
 
 
 _TRAIN_EPILOG = """\
@@ -179,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="DIR",
                      help="continue the run in DIR from its newest checkpoint, with its saved "
                           "config; with --rounds N: extend it to N rounds")
+    run.add_argument("--distributed", action="store_true",
+                     help="one of several processes (jax.distributed): auto-detects SLURM, "
+                          "MPI, TPU pods, or takes the three options below; process 0 writes "
+                          "the run folder (README: Many machines)")
+    run.add_argument("--coordinator", metavar="HOST:PORT",
+                     help="with --distributed: address of process 0's coordinator")
+    run.add_argument("--num-processes", type=int, metavar="N",
+                     help="with --distributed: number of processes")
+    run.add_argument("--process-id", type=int, metavar="I",
+                     help="with --distributed: this process's index, 0..N-1")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser

@@ -55,7 +55,8 @@ def _config_changes(saved: RunConfig, cfg: RunConfig) -> list[str]:
     return out
 
 
-def prepare_out_dir(cfg: RunConfig, out: Path, *, resume: bool, overwrite: bool) -> None:
+def prepare_out_dir(cfg: RunConfig, out: Path, *, resume: bool, overwrite: bool,
+                    clear: bool = True) -> None:
     """Checks ``out`` before training: refuses to overwrite a run or to resume a changed one.
 
     Args:
@@ -63,6 +64,8 @@ def prepare_out_dir(cfg: RunConfig, out: Path, *, resume: bool, overwrite: bool)
       out: the run folder.
       resume: continue the run in ``out`` (only ``train.rounds`` may differ from its config).
       overwrite: delete a previous run in ``out`` first.
+      clear: whether this process deletes it (in a multi-process run only process 0
+        does; the others check the same rules).
 
     Raises:
       ConfigError: ``out`` holds a run and neither flag is set; ``resume`` with
@@ -86,4 +89,5 @@ def prepare_out_dir(cfg: RunConfig, out: Path, *, resume: bool, overwrite: bool)
             raise config_lib.ConfigError(
                 f"output folder {out} holds another run; pass resume=True to continue it, "
                 "overwrite=True to replace it, or choose another folder")
-        clear_run(out)
+        if clear:
+            clear_run(out)

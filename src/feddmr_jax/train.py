@@ -39,6 +39,7 @@ from feddmr_jax.losses import LossTerm, bce, compose, l2, proximal
 from feddmr_jax.methods import Method, get_method, uses_dropout
 from feddmr_jax.models import Leaves, Model, ModelParams, build_model
 from feddmr_jax.privacy.plan import PrivacyPlan, build_privacy_plan, round_privacy
+from feddmr_jax.processes import any_process, barrier, is_primary
 from feddmr_jax.progress import Progress
 from feddmr_jax.run_dir import (clear_run, load_run_config, prepare_out_dir,  # noqa: F401
                                  truncate_metrics)
@@ -280,6 +281,11 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
       overwrite: replace a run already in ``out_dir``.
       stop_after_round: stop (as if interrupted) after this round (for tests).
 
+    In a multi-process run (:func:`feddmr_jax.processes.start` first) every
+    process calls ``train`` with the same arguments; process 0 alone writes
+    the files and progress lines, every process takes part in checkpoints,
+    and a run resumes only with the process count that saved it.
+
     Returns:
       The summary: best validation round, its val and test metrics, timings,
       dataset size, and privacy figures of a DP run.
@@ -296,14 +302,17 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
     t0 = time.perf_counter()
     t = cfg.train
     out = Path(out_dir) if out_dir is not None else None
+    if resume and out is None:
+        raise config_lib.ConfigError("resume=True needs the run folder (out_dir)")
     if out is not None:
         cfg.validate()
-        prepare_out_dir(cfg, out, resume=resume, overwrite=overwrite)
-    elif resume:
-        raise config_lib.ConfigError("resume=True needs the run folder (out_dir)")
     enable_compilation_cache()
+    primary = is_primary()
+    if out is not None:
+        prepare_out_dir(cfg, out, resume=resume, overwrite=overwrite, clear=primary)
+        barrier("feddmr: run folder checked")    # before process 0 writes into it
     watch = CompileWatch()
-    bar = Progress(1, t.rounds, progress)
+    bar = Progress(1, t.rounds, progress and primary)
     bar.note(f"building experiment: dataset {cfg.data.dataset}, model {t.model}, "
                f"{t.rounds} rounds...")
     exp = build_experiment(cfg, extra_terms=extra_terms)
@@ -316,6 +325,11 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
         ckpt = Checkpointer(out / CHECKPOINT_DIRNAME, keep=t.keep_checkpoints)
         if resume:
             step, state, meta = ckpt.restore(state)
+            saved_by = meta.get("processes", 1)
+            if saved_by != jax.process_count():
+                raise config_lib.ConfigError(
+                    f"cannot resume {out} with {jax.process_count()} process(es): its "
+                    f"checkpoints were saved by {saved_by}; resume it with {saved_by}")
             loop = LoopState(**meta["loop"])
             if step > t.rounds:
                 raise config_lib.ConfigError(f"cannot resume {out} with train.rounds = "
@@ -325,15 +339,19 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
                     f"cannot extend {out}: it stopped early at round {step} (train.patience "
                     f"= {t.patience}, best round {loop.best_round})")
             first_round = bar.first = step + 1
-            truncate_metrics(out / "metrics.jsonl", step)
+            if primary:
+                truncate_metrics(out / "metrics.jsonl", step)
             bar.note(f"resumed {out} from round {step}")
-        else:
+        elif primary:
             (out / "metrics.jsonl").write_text("")
-        (out / "config.json").write_text(json.dumps(config_lib.to_dict(cfg), indent=2) + "\n")
+        if primary:
+            (out / "config.json").write_text(json.dumps(config_lib.to_dict(cfg), indent=2)
+                                             + "\n")
 
-    def save(r: int) -> None:
+    def save(r: int) -> None:         # every process: orbax coordinates, process 0 writes
         if ckpt is not None:
-            ckpt.save(r, state, {"round": r, "loop": loop.to_json(), "seed": t.seed}, force=True)
+            ckpt.save(r, state, {"round": r, "loop": loop.to_json(), "seed": t.seed,
+                                 "processes": jax.process_count()}, force=True)
 
     if first_round <= t.rounds:
         bar.note(f"built in {time.perf_counter() - t0:.1f}s ({exp.split.num_users} users, "
@@ -364,7 +382,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
                         loop.evals_since_best = 0
                     else:
                         loop.evals_since_best += 1
-                if out is not None:
+                if out is not None and primary:
                     with open(out / "metrics.jsonl", "a") as f:
                         f.write(json.dumps(record) + "\n")
                 bar.update(r, time.perf_counter() - start, watch.seconds - compiled,
@@ -373,7 +391,8 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
                 if t.patience is not None and loop.evals_since_best >= t.patience:
                     loop.stopped_early = True
                     log.info("early stop at round %d (best round %d)", r, loop.best_round)
-                if stop.requested or (stop_after_round is not None and r == stop_after_round):
+                # A signal may reach some processes only: all stop together, or none.
+                if any_process(stop.requested) or r == stop_after_round:
                     save(r)
                     raise Interrupted(out, r, stop.signal_name)
                 if loop.stopped_early:
@@ -401,6 +420,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
         "compile_seconds": watch.seconds,
         "total_seconds": time.perf_counter() - t0,
         "devices": _devices(),
+        "processes": jax.process_count(),
         "resumed": resume,
     }
     if exp.privacy is not None:
@@ -408,6 +428,6 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
         if exp.privacy.epsilons is not None:
             summary["epsilon"] = exp.privacy.epsilons[len(loop.round_seconds) - 1]
             summary["delta"] = exp.privacy.delta
-    if out is not None:
+    if out is not None and primary:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
