@@ -32,7 +32,9 @@ RUN_ARTIFACTS = ("metrics.jsonl", "summary.json", CHECKPOINT_DIRNAME)
 RunDirState = Literal["empty", "has_run"]
 
 _INTEGRITY_KEY = "__checkpoint__"  # reserved key of the stored meta dict
-_FORMAT = 1
+# 2: the models became Flax modules (parameter names and nesting changed, e.g.
+# dense["head"]["w"] -> dense["user_head"]["kernel"]); format-1 steps are refused.
+_FORMAT = 2
 _COMMIT_FILES = ("_CHECKPOINT_METADATA", "commit_success.txt")  # orbax, at finalize
 
 logger = logging.getLogger(__name__)
@@ -205,6 +207,10 @@ class Checkpointer:
         record = meta.pop(_INTEGRITY_KEY, None) if isinstance(meta, dict) else None
         if not isinstance(record, dict) or {"sha256", "leaves"} - record.keys():
             raise _BadCheckpoint("meta has no integrity record")
+        if record.get("format") != _FORMAT:
+            raise ConfigError(f"checkpoint step {step} in {self._directory} has format "
+                              f"{record.get('format')}, this version reads format {_FORMAT} "
+                              "(the model parameters changed); start a new run folder")
         if record["leaves"] != wanted:
             raise ConfigError(f"checkpoint step {step} in {self._directory} does not match the "
                               f"state template: {_describe_mismatch(record['leaves'], wanted)}")

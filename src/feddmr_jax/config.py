@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from feddmr_jax.errors import ConfigError
-from feddmr_jax.models import ModelConfig, model_config_class, model_name_of
+from feddmr_jax.federated.faults import FaultConfig
+from feddmr_jax.methods import ModelConfig, get_method, model_config_class, model_name_of
 from feddmr_jax.models.feddmr import FedDMRConfig
 
 if sys.version_info >= (3, 11):
@@ -192,8 +193,6 @@ class TrainConfig:
 
 
     def faults(self):
-        from feddmr_jax.federated.faults import FaultConfig
-
         return FaultConfig(nan=self.fault_nan, scale=self.fault_scale,
                            factor=self.fault_factor, dropout=self.client_dropout)
 
@@ -329,8 +328,6 @@ def build_config(raw: Mapping[str, Mapping[str, Any]], source: str = "config", *
     set. With ``base``: ``raw`` on top of it (no method defaults). Either way
     ``[train]`` keys the method ignores are errors.
     """
-    from feddmr_jax.methods import get_method  # the registry imports the engine: load lazily
-
     train_raw = raw.get("train", {})
     if not isinstance(train_raw, Mapping):
         raise ConfigError(f"{source}: [train] must be a table")

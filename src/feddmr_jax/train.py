@@ -29,7 +29,8 @@ from feddmr_jax.data import (build_eval_sets, load_dataset, positives_csr,
                              split_interactions, train_csr)
 from feddmr_jax.data.types import EvalSet, Split
 from feddmr_jax.evaluate import evaluate, make_scorer
-from feddmr_jax.federated.algorithm import FederatedAlgorithm, FedState, build_algorithm
+from feddmr_jax.federated.algorithm import (FederatedAlgorithm, FedState, RoundConfig,
+                                            build_algorithm)
 from feddmr_jax.federated.client import LocalStep, gradient_step
 from feddmr_jax.federated.devices import client_mesh, mesh_size
 from feddmr_jax.federated.faults import assign_faults
@@ -37,8 +38,8 @@ from feddmr_jax.federated.private_store import check_store_size
 from feddmr_jax.federated.rounds import RoundPlanner, build_planner, iter_round
 from feddmr_jax.federated.sampling import participants_per_round, sample_clients
 from feddmr_jax.losses import LossTerm, bce, compose, l2, proximal
-from feddmr_jax.methods import Method, get_method, uses_dropout
-from feddmr_jax.models import Leaves, Model, ModelParams, build_model
+from feddmr_jax.methods import Method, build_model, get_method, uses_dropout
+from feddmr_jax.models import Leaves, Model, ModelParams
 from feddmr_jax.privacy.plan import PrivacyPlan, build_privacy_plan, round_privacy
 from feddmr_jax.timing import CompileWatch
 
@@ -94,7 +95,7 @@ def regularizers(cfg: config_lib.TrainConfig,
 
 def build_loss(model: Model, cfg: config_lib.TrainConfig,
                extra_terms: Mapping[str, LossTerm] | None = None):
-    """data BCE + the model's own terms (methods.py) + proximal(mu) + l2, plus any user terms."""
+    """data BCE + the method's own terms (methods/) + proximal(mu) + l2, plus any user terms."""
     terms: dict[str, LossTerm] = {"bce": bce(model.apply)}
     terms.update(get_method(model.name).loss_terms(model))
     terms.update(regularizers(cfg, extra_terms))
@@ -149,16 +150,16 @@ def build_experiment(cfg: RunConfig, *, extra_terms: Mapping[str, LossTerm] | No
                                    fraction=t.client_fraction)
     privacy = build_privacy_plan(t, split.num_users, count)
     mesh = None if sequential else client_mesh(_mesh_devices(t.devices))
+    rounds = RoundConfig(
+        num_clients=split.num_users, num_items=split.num_items, local_epochs=t.local_epochs,
+        batch_size=t.batch_size, sparse=t.sparse, weighting=t.weighting,
+        table_mean=t.table_mean, aggregator=t.aggregator, clip_norm=t.clip_norm,
+        trim_fraction=t.trim_fraction, max_participants=count, sequential=sequential,
+        dropout_keys=uses_dropout(cfg.model))
     algorithm = build_algorithm(
-        model, build_loss(model, t, extra_terms), num_clients=split.num_users,
-        num_items=split.num_items, client_optimizer=build_client_optimizer(t),
-        server_optimizer=optax.sgd(t.server_lr), local_epochs=t.local_epochs,
-        batch_size=t.batch_size, sparse=t.sparse, weighting=t.weighting, table_mean=t.table_mean,
-        sequential=sequential, dropout_keys=uses_dropout(cfg.model),
-        local_step=build_local_step(method, model, t, split.num_items, extra_terms),
-        eval_items=eval_items, aggregator=t.aggregator, clip_norm=t.clip_norm,
-        trim_fraction=t.trim_fraction,
-        max_participants=count, dp=privacy.dp if privacy else None, mesh=mesh)
+        model, build_local_step(method, model, t, split.num_items, extra_terms),
+        optax.sgd(t.server_lr), rounds, eval_items=eval_items,
+        dp=privacy.dp if privacy else None, mesh=mesh)
     planner = build_planner(train_csr(split), positives_csr(split),
                             history_len=model.history_len, num_negatives=t.num_negatives,
                             batch_size=t.batch_size, chunk_size=t.chunk_size, seed=t.seed,
