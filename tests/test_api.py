@@ -140,7 +140,7 @@ def test_train_turns_the_compilation_cache_on(monkeypatch):
     from feddmr_jax.errors import FeddmrError
 
     calls = []
-    monkeypatch.setattr("feddmr_jax.timing.enable_compilation_cache", lambda: calls.append(1))
+    monkeypatch.setattr("feddmr_jax.train.enable_compilation_cache", lambda: calls.append(1))
     with pytest.raises(FeddmrError, match="nope"):      # fails after the cache, at the data
         train(RunConfig.create(dataset="nope"), progress=False)
     assert calls == [1]

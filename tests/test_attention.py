@@ -7,8 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from feddmr_jax.models.attention import (init_attention_layer, multi_head_attention,
-                                         project_memory)
+from feddmr_jax.models.attention import MemoryAttention
 from feddmr_jax.models.base import Context, ModelParams
 from feddmr_jax.models.feddmr import FedDMRConfig, build_feddmr, encode
 
@@ -49,21 +48,36 @@ def test_masked_memory_does_not_change_the_output():
 def test_shared_memory_projection_equals_per_example_attention():
     """Projecting the memory once equals attending over [tokens ; memory] directly."""
     d, h, n = 8, 2, 4
-    layer = init_attention_layer(jax.random.key(0), d, 16)
-    tokens = jax.random.normal(jax.random.key(1), (2, d))
+    layer = MemoryAttention(d, h, 16)
+    tokens = jax.random.normal(jax.random.key(1), (3, 2, d))             # a batch of 3 pairs
     memory = jax.random.normal(jax.random.key(2), (n, d))
-    mask = jnp.array([True, False, True, True])
-    out, _ = multi_head_attention(layer, tokens, project_memory(layer, memory, h), mask, h)
-    # Reference: plain softmax attention over the concatenated keys.
-    keys = jnp.concatenate([tokens, memory])
-    q = (tokens @ layer["wq"]).reshape(2, h, d // h)
-    k = (keys @ layer["wk"]).reshape(-1, h, d // h)
-    v = (keys @ layer["wv"]).reshape(-1, h, d // h)
-    logits = jnp.einsum("thd,shd->hts", q, k) / np.sqrt(d // h)
-    full_mask = jnp.concatenate([jnp.array([True, True]), mask])
-    logits = jnp.where(full_mask, logits, -jnp.inf)
-    ref = jnp.einsum("hts,shd->thd", jax.nn.softmax(logits, -1), v).reshape(2, d) @ layer["wo"]
-    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+    mask = jnp.array([[True, False, True, True], [True, True, True, True],
+                      [False, False, False, True]])
+    variables = _init_layer(layer, tokens, memory, mask)
+    kv = layer.apply(variables, memory, method=MemoryAttention.project_memory)
+    assert kv.keys.shape == kv.values.shape == (n, h, d // h)
+    out, _ = layer.apply(variables, tokens, kv, mask, method=MemoryAttention.attend)
+    # Reference: plain softmax attention over the concatenated keys, one example at a time.
+    p = variables["params"]
+    wq, wk, wv = (p[name]["kernel"].reshape(d, d) for name in ("query", "key", "value"))
+    wo = p["out"]["kernel"].reshape(d, d)
+    for b in range(3):
+        keys = jnp.concatenate([tokens[b], memory])
+        q = (tokens[b] @ wq).reshape(2, h, d // h)
+        k = (keys @ wk).reshape(-1, h, d // h)
+        v = (keys @ wv).reshape(-1, h, d // h)
+        logits = jnp.einsum("thd,shd->hts", q, k) / np.sqrt(d // h)
+        full_mask = jnp.concatenate([jnp.array([True, True]), mask[b]])
+        logits = jnp.where(full_mask, logits, -jnp.inf)
+        ref = jnp.einsum("hts,shd->thd", jax.nn.softmax(logits, -1), v).reshape(2, d) @ wo
+        np.testing.assert_allclose(out[b], ref, rtol=1e-5, atol=1e-6)
+
+
+def _init_layer(layer, tokens, memory, mask):
+    def init(module, tokens, memory, mask):
+        return module(tokens, module.project_memory(memory), mask)
+
+    return layer.init(jax.random.key(0), tokens, memory, mask, method=init)
 
 
 def test_history_len_zero_and_no_attention_ablations():
@@ -74,15 +88,15 @@ def test_history_len_zero_and_no_attention_ablations():
         logits = model.apply(params, jnp.array([0, 5]),
                              Context(jnp.zeros(n, jnp.int32), jnp.zeros(n, bool)))
         assert logits.shape == (2,) and np.all(np.isfinite(logits))
-    assert "layers" in _params(FedDMRConfig(dim=8, heads=2, attention=False))[1].shared.dense
-    assert _params(FedDMRConfig(dim=8, heads=2, attention=False))[1].shared.dense["layers"] == []
+    assert set(_params(FedDMRConfig(dim=8, heads=2, attention=False))[1].shared.dense) == {"head"}
+    assert set(_params(FedDMRConfig(dim=8, heads=2, layers=0))[1].shared.dense) == {"head"}
 
 
 def test_private_and_shared_split_is_explicit():
     _, params = _params()
     assert set(params.private.dense) == {"user"} and params.private.tables == {}
     assert set(params.shared.tables) == {"items"}
-    assert set(params.shared.dense) == {"layers", "head"}
+    assert set(params.shared.dense) == {"layer_0", "layer_1", "head"}
 
 
 def test_heads_must_divide_dim():

@@ -11,10 +11,11 @@ from feddmr_jax.losses import Batch
 from feddmr_jax.models.base import Context, Leaves, ModelParams
 from feddmr_jax.models.fedmf import FedMFConfig, build_fedmf
 from feddmr_jax.models.fedncf import FedNCFConfig, build_fedncf
-from feddmr_jax.models.fedrap import (FedRAPConfig, build_fedrap, fedrap_distance,
-                                      fedrap_loss, fedrap_optimizer, fedrap_sparsity)
-from feddmr_jax.models.pfedrec import (PFedRecConfig, build_pfedrec, pfedrec_item_lr,
-                                       pfedrec_local_step)
+from feddmr_jax.methods.fedrap import (fedrap_distance, fedrap_loss, fedrap_optimizer,
+                                       fedrap_sparsity)
+from feddmr_jax.methods.pfedrec import pfedrec_item_lr, pfedrec_local_step
+from feddmr_jax.models.fedrap import FedRAPConfig, build_fedrap
+from feddmr_jax.models.pfedrec import PFedRecConfig, build_pfedrec
 
 NO_CONTEXT = Context(jnp.zeros((0,), jnp.int32), jnp.zeros((0,), bool))
 ITEMS3 = jnp.array([[1.0, 0.0], [0.0, 1.0], [2.0, -1.0]])
@@ -27,7 +28,8 @@ def params(private_dense=None, shared_tables=None, shared_dense=None, private_ta
 
 
 def head(w, b):
-    return {"w": jnp.array(w), "b": jnp.array(b)}
+    """The score head ``x @ w + b`` as the modules' ``nn.Dense(1)`` parameters."""
+    return {"kernel": jnp.array(w)[:, None], "bias": jnp.array(b).reshape(1)}
 
 
 def sigmoid(x):
@@ -49,10 +51,11 @@ def test_fedncf_forward_hand_computed():
         {"user_gmf": jnp.array([1.0, 2.0]), "user_mlp": jnp.array([1.0, -1.0])},
         {"items_gmf": jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]),
          "items_mlp": jnp.array([[0.0, 1.0], [2.0, 0.0], [1.0, 1.0]])},
-        {"mlp": {"w0": jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]),
-                 "b0": jnp.array([0.0, 0.5]),
-                 "w1": jnp.array([[1.0], [2.0]]), "b1": jnp.array([-2.5])},
-         "out": {"w0": jnp.array([[1.0], [1.0], [2.0]]), "b0": jnp.array([0.25])}})
+        {"mlp": {"dense_0": {"kernel": jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0],
+                                                  [0.0, 1.0]]),
+                             "bias": jnp.array([0.0, 0.5])},
+                 "dense_1": {"kernel": jnp.array([[1.0], [2.0]]), "bias": jnp.array([-2.5])}},
+         "out": {"kernel": jnp.array([[1.0], [1.0], [2.0]]), "bias": jnp.array([0.25])}})
     # GMF: [1,0], [0,2], [1,2]. MLP layer 1: relu([1,.5], [3,-.5], [2,.5]);
     # layer 2: relu(-.5, .5, .5) -> 0, .5, .5. Output: sum(gmf) + 2 h + .25.
     np.testing.assert_allclose(model.apply(p, ALL, NO_CONTEXT), [1.25, 3.25, 4.25])
@@ -63,20 +66,20 @@ def test_fedncf_default_layer_sizes():
     model = build_fedncf(FedNCFConfig(dim=4), num_items=5)
     shared = model.init_shared(jax.random.PRNGKey(0))
     mlp = shared.dense["mlp"]
-    assert [mlp["w0"].shape, mlp["w1"].shape] == [(8, 4), (4, 2)]
-    assert shared.dense["out"]["w0"].shape == (6, 1)
+    assert [mlp["dense_0"]["kernel"].shape, mlp["dense_1"]["kernel"].shape] == [(8, 4), (4, 2)]
+    assert shared.dense["out"]["kernel"].shape == (6, 1)
 
 
 def test_pfedrec_forward_hand_computed():
     model = build_pfedrec(PFedRecConfig(dim=2), num_items=3)
-    p = params({"head": head([1.0, 2.0], 0.5)}, {"items": ITEMS3})
+    p = params({"user_head": head([1.0, 2.0], 0.5)}, {"items": ITEMS3})
     np.testing.assert_allclose(model.apply(p, ALL, NO_CONTEXT), [1.5, 2.5, 0.5])
 
 
 def test_fedrap_forward_hand_computed():
     model = build_fedrap(FedRAPConfig(dim=2), num_items=3)
     personal = jnp.array([[0.0, 1.0], [1.0, 1.0], [-2.0, 0.0]])
-    p = params({"head": head([1.0, 2.0], -1.0)}, {"items": ITEMS3},
+    p = params({"user_head": head([1.0, 2.0], -1.0)}, {"items": ITEMS3},
                private_tables={"items_personal": personal})
     # (D + C) = [1,1], [1,2], [0,-1]  ->  @ [1,2] - 1
     np.testing.assert_allclose(model.apply(p, ALL, NO_CONTEXT), [2.0, 4.0, -3.0])
@@ -115,15 +118,15 @@ def test_pfedrec_local_step_matches_numpy():
     mask = np.array([True, True, True, True, False])     # last example is padding
     item_lr = pfedrec_item_lr(3, 0.1, 80)
     step = pfedrec_local_step(model.apply, head_lr=0.1, item_lr=item_lr)
-    p = params({"head": {"w": w, "b": b}}, {"items": table})
+    p = params({"user_head": head(w, b)}, {"items": table})
     batch = Batch(jnp.asarray(items), jnp.asarray(labels, jnp.float32), jnp.asarray(mask),
                   NO_CONTEXT)
     new, state, loss = jax.jit(step.step)(p, step.init(p), p.shared, batch)
     ref_table, ref_w, ref_b, ref_loss = numpy_pfedrec_step(
         table, w, b, items, labels, mask, 0.1, item_lr)
     tol = dict(rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(new.private.dense["head"]["w"], ref_w, **tol)
-    np.testing.assert_allclose(new.private.dense["head"]["b"], ref_b, **tol)
+    np.testing.assert_allclose(new.private.dense["user_head"]["kernel"][:, 0], ref_w, **tol)
+    np.testing.assert_allclose(new.private.dense["user_head"]["bias"][0], ref_b, **tol)
     np.testing.assert_allclose(new.shared.tables["items"], ref_table, **tol)
     np.testing.assert_allclose(loss, ref_loss, **tol)
     assert state == ()
@@ -152,7 +155,7 @@ def test_pfedrec_step_runs_in_client_update():
 # ---------------------------------------------------------------- FedRAP regularizers
 
 def fedrap_params():
-    return params({"head": head([1.0, 1.0], 0.0)},
+    return params({"user_head": head([1.0, 1.0], 0.0)},
                   {"items": jnp.array([[0.0, 0.0], [5.0, 5.0], [1.0, -1.0]])},
                   private_tables={"items_personal": jnp.array([[1.0, 0.0], [0.0, 0.0],
                                                                [0.0, 2.0]])})
@@ -192,8 +195,9 @@ def test_fedrap_optimizer_lrs_and_decay():
     grads = jax.tree.map(jnp.ones_like, p)
     state = opt.init(p)
     updates, state = opt.update(grads, state, p)
-    w = p.private.dense["head"]["w"]
-    np.testing.assert_allclose(updates.private.dense["head"]["w"], -0.5 * 0.81 * (1 + 0.1 * w),
+    w = p.private.dense["user_head"]["kernel"]
+    np.testing.assert_allclose(updates.private.dense["user_head"]["kernel"],
+                               -0.5 * 0.81 * (1 + 0.1 * w),
                                rtol=1e-6)
     c = p.shared.tables["items"]
     np.testing.assert_allclose(updates.shared.tables["items"], -10.0 * 0.81 * (1 + 0.1 * c),

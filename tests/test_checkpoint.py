@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from feddmr_jax import checkpoint as checkpoint_lib
 from feddmr_jax.checkpoint import Checkpointer, install_stop_handler, run_dir_state
 from feddmr_jax.errors import ConfigError, FeddmrError
 
@@ -186,6 +187,19 @@ def test_template_mismatch_is_a_config_error_not_corruption(tmp_path):
     with Checkpointer(tmp_path) as ckpt, pytest.raises(ConfigError, match=r"\.params.*float32\[32, 32\]"):
         ckpt.restore(template)
     assert sorted(os.listdir(tmp_path)) == ["1", "2"]
+
+
+def test_checkpoint_of_an_older_format_is_refused_in_one_line(tmp_path, monkeypatch):
+    """A step written before the Flax port (format 1) is refused, not misread or set aside."""
+    monkeypatch.setattr(checkpoint_lib, "_FORMAT", 1)
+    save_steps(tmp_path, [1])
+    monkeypatch.undo()
+    with Checkpointer(tmp_path) as ckpt, pytest.raises(ConfigError) as err:
+        ckpt.restore(make_state(0))                   # same structure: only the format differs
+    message = str(err.value)
+    assert "\n" not in message
+    assert "has format 1" in message and "start a new run folder" in message
+    assert sorted(os.listdir(tmp_path)) == ["1"]
 
 
 def test_typed_prng_key_is_rejected(tmp_path):

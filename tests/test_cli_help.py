@@ -12,7 +12,7 @@ from feddmr_jax import cli, cli_flags
 from feddmr_jax.config import DataConfig, RunConfig, TrainConfig
 from feddmr_jax.errors import ConfigError
 from feddmr_jax.methods import METHODS
-from feddmr_jax.models import MODEL_CONFIGS
+from feddmr_jax.methods import MODEL_CONFIGS
 
 
 def _train_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from feddmr_jax.federated.algorithm import build_algorithm
+from feddmr_jax.federated.algorithm import RoundConfig, build_algorithm
 from feddmr_jax.train import (build_client_optimizer, build_experiment, build_loss,
                               evaluate_state, run_round)
 from feddmr_jax.timing import CompileWatch
@@ -107,16 +107,19 @@ def test_full_participation_compiles_only_in_round_one():
 
 def test_mu_zero_is_plain_fedavg():
     """mu = 0 adds no term: the round equals one with the BCE loss alone."""
+    from feddmr_jax.federated.client import gradient_step
     from feddmr_jax.losses import bce, compose
 
     cfg = tiny_config(mu=0.0)
     exp = build_experiment(cfg)
     t = cfg.train
-    plain = build_algorithm(exp.model, compose(bce=bce(exp.model.apply)),
-                            num_clients=exp.split.num_users, num_items=exp.split.num_items,
-                            client_optimizer=build_client_optimizer(t),
-                            server_optimizer=optax.sgd(1.0), local_epochs=t.local_epochs,
-                            batch_size=t.batch_size)
+    plain = build_algorithm(exp.model,
+                            gradient_step(compose(bce=bce(exp.model.apply)),
+                                          build_client_optimizer(t)),
+                            optax.sgd(1.0),
+                            RoundConfig(num_clients=exp.split.num_users,
+                                        num_items=exp.split.num_items,
+                                        local_epochs=t.local_epochs, batch_size=t.batch_size))
     state = exp.algorithm.init(exp.keys["init"])
     state_plain = copy_tree(state)
     state, _ = run_round(exp, state, 1)

@@ -22,7 +22,7 @@ from feddmr_jax import config as config_lib
 from feddmr_jax.federated.rounds import plan_round
 from feddmr_jax.federated.sampling import sample_clients
 from feddmr_jax.metrics import mean_metrics, ranking_metrics
-from feddmr_jax.models.pfedrec import pfedrec_item_lr
+from feddmr_jax.methods.pfedrec import pfedrec_item_lr
 from feddmr_jax.train import build_experiment, evaluate_state, run_round
 
 from engine_helpers import copy_tree
@@ -30,6 +30,12 @@ from engine_helpers import copy_tree
 DATA = {"dataset": "synthetic", "synthetic_users": 20, "synthetic_items": 40,
         "synthetic_interactions": 8.0, "eval_negatives": 10}
 
+
+
+def _head(store):
+    """Every user's PFedRec score head ``(w [U, d], b [U])`` (an ``nn.Dense(1)``)."""
+    head = store.dense["user_head"]
+    return np.asarray(head["kernel"])[..., 0], np.asarray(head["bias"])[..., 0]
 
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
@@ -78,9 +84,9 @@ def test_pfedrec_local_mode_is_the_reference_local_evaluation(eval_mode, sequent
     cands = np.concatenate([exp.val_set.candidates, exp.test_set.candidates], axis=1)
     cv = exp.val_set.candidates.shape[1]
     table0 = np.asarray(state.shared.tables["items"], np.float64)
-    head = state.private_store.dense["head"]
-    scores = np.stack([table0[cands[u]] @ np.asarray(head["w"][u], np.float64)
-                       + float(head["b"][u]) for u in range(num_users)])
+    w0, b0 = _head(state.private_store)
+    scores = np.stack([table0[cands[u]] @ np.asarray(w0[u], np.float64)
+                       + float(b0[u]) for u in range(num_users)])
     seen = set()
     for r in (1, 2, 3):
         before = copy_tree(state)
@@ -88,9 +94,10 @@ def test_pfedrec_local_mode_is_the_reference_local_evaluation(eval_mode, sequent
         chunks = plan_round(exp.planner, participants, r)
         for u in participants:
             items, labels = _examples(chunks, u)
+            w_before, b_before = _head(before.private_store)
             table, w, b = _numpy_pfedrec_round(
-                before.shared.tables["items"], before.private_store.dense["head"]["w"][u],
-                before.private_store.dense["head"]["b"][u], items, labels, mcfg.lr, item_lr)
+                before.shared.tables["items"], w_before[u], b_before[u], items, labels,
+                mcfg.lr, item_lr)
             scores[u] = table[cands[u]] @ w + b
         seen |= set(participants.tolist())
         state, _ = run_round(exp, state, r)

@@ -22,7 +22,7 @@ from engine_helpers import copy_tree, max_abs_diff, tiny_config
 
 # Mild learning rates (the reference's lr_args = 200 diverges on batches this small) and no
 # weight decay: with it the dense mode decays every row of D_u, the sparse mode only the rows
-# a client holds (documented in models/fedrap.py), so the two would differ by design.
+# a client holds (documented in methods/fedrap.py), so the two would differ by design.
 RAW = {"data": {"dataset": "synthetic", "synthetic_users": 20, "synthetic_items": 40,
                 "synthetic_interactions": 8.0, "eval_negatives": 10},
        "train": {"model": "fedrap", "rounds": 2, "batch_size": 16, "chunk_size": 8,

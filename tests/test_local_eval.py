@@ -19,7 +19,7 @@ from feddmr_jax import config as config_lib
 from feddmr_jax.federated.private_store import EVAL_SCORES
 from feddmr_jax.federated.rounds import plan_round
 from feddmr_jax.metrics import mean_metrics, ranking_metrics
-from feddmr_jax.models.pfedrec import pfedrec_item_lr
+from feddmr_jax.methods.pfedrec import pfedrec_item_lr
 from feddmr_jax.train import build_experiment, evaluate_state, run_round
 
 from engine_helpers import copy_tree, max_abs_diff
@@ -82,10 +82,15 @@ def _hand_views(exp, before):
     out = []
     for u in range(exp.split.num_users):
         items, labels = _client_examples(exp, u, 1)
-        head = before.private_store.dense["head"]
-        out.append(numpy_client_round(table0, head["w"][u], head["b"][u], items, labels,
-                                      cfg.lr, item_lr))
+        w, b = _head(before.private_store)
+        out.append(numpy_client_round(table0, w[u], b[u], items, labels, cfg.lr, item_lr))
     return out
+
+
+def _head(store):
+    """Every user's score head ``(w [U, d], b [U])`` (the modules' ``nn.Dense(1)``)."""
+    head = store.dense["user_head"]
+    return np.asarray(head["kernel"])[..., 0], np.asarray(head["bias"])[..., 0]
 
 
 def test_scores_and_head_match_hand_computation(one_round):
@@ -95,10 +100,8 @@ def test_scores_and_head_match_hand_computation(one_round):
     assert stored.shape == cands.shape and stored.dtype == np.float32
     for u, (table, w, b) in enumerate(_hand_views(exp, before)):
         np.testing.assert_allclose(stored[u], table[cands[u]] @ w + b, rtol=2e-4, atol=2e-4)
-        np.testing.assert_allclose(state.private_store.dense["head"]["w"][u], w,
-                                   rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(state.private_store.dense["head"]["b"][u], b,
-                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(_head(state.private_store)[0][u], w, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(_head(state.private_store)[1][u], b, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("split", ["val", "test"])
@@ -116,9 +119,9 @@ def test_evaluation_scores_with_the_local_table(one_round, split):
         assert got[name] == pytest.approx(expected[name], abs=1e-6), name
     # ... which is not what the server's aggregated table gives.
     table = np.asarray(state.shared.tables["items"])
-    heads = state.private_store.dense["head"]
-    global_scores = np.stack([table[eval_set.candidates[u]] @ np.asarray(heads["w"][u])
-                              + float(heads["b"][u]) for u in range(exp.split.num_users)])
+    heads_w, heads_b = _head(state.private_store)
+    global_scores = np.stack([table[eval_set.candidates[u]] @ heads_w[u] + float(heads_b[u])
+                              for u in range(exp.split.num_users)])
     assert np.max(np.abs(global_scores - scores)) > 1e-2
 
 
@@ -126,9 +129,8 @@ def test_scores_start_with_the_initial_global_model(one_round):
     exp, before, _ = one_round
     cands = np.concatenate([exp.val_set.candidates, exp.test_set.candidates], axis=1)
     table = np.asarray(before.shared.tables["items"], np.float64)
-    head = before.private_store.dense["head"]
-    want = np.stack([table[cands[u]] @ head["w"][u] + head["b"][u]
-                     for u in range(exp.split.num_users)])
+    w, b = _head(before.private_store)
+    want = np.stack([table[cands[u]] @ w[u] + b[u] for u in range(exp.split.num_users)])
     np.testing.assert_allclose(before.private_store.dense[EVAL_SCORES], want,
                                rtol=1e-5, atol=1e-5)
 

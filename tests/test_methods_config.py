@@ -11,9 +11,10 @@ import pytest
 from feddmr_jax import cli
 from feddmr_jax import config as config_lib
 from feddmr_jax.errors import ConfigError
-from feddmr_jax.methods import EVAL_MODES, METHODS, get_method
-from feddmr_jax.models import (MODEL_CONFIGS, MODELS, FedDMRConfig, FedMFConfig, FedNCFConfig,
-                               FedRAPConfig, PFedRecConfig, build_model)
+from feddmr_jax.methods import (EVAL_MODES, METHODS, MODEL_CONFIGS, MODELS, build_model,
+                                get_method)
+from feddmr_jax.models import (FedDMRConfig, FedMFConfig, FedNCFConfig, FedRAPConfig,
+                               PFedRecConfig)
 
 TRAIN_KEYS = {f.name for f in dataclasses.fields(config_lib.TrainConfig)}
 

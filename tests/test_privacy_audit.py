@@ -11,7 +11,7 @@ import pytest
 
 from feddmr_jax import config as config_lib
 from feddmr_jax.federated.rounds import plan_round
-from feddmr_jax.models import MODELS
+from feddmr_jax.methods import MODELS
 from feddmr_jax.federated.audit import (AuditEntry, PrivacyLeakError, audit_round,
                                       check_no_private, find_leaks, format_audit,
                                       model_leaf_paths, model_path)
@@ -26,8 +26,8 @@ NAMED_PRIVATE = {
     "feddmr": [".dense['user']"],
     "fedmf": [".dense['user']"],
     "fedncf": [".dense['user_gmf']", ".dense['user_mlp']"],
-    "pfedrec": [".dense['head']['w']", ".dense['head']['b']"],
-    "fedrap": [".tables['items_personal']", ".dense['head']['w']"],
+    "pfedrec": [".dense['user_head']['kernel']", ".dense['user_head']['bias']"],
+    "fedrap": [".tables['items_personal']", ".dense['user_head']['kernel']"],
 }
 
 

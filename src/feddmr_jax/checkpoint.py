@@ -32,13 +32,16 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocp_policies
 
 from feddmr_jax.errors import ConfigError, FeddmrError
+from feddmr_jax.processes import barrier, is_primary
 
 CHECKPOINT_DIRNAME = "checkpoints"  # sub-folder of a run directory
 RUN_ARTIFACTS = ("metrics.jsonl", "summary.json", CHECKPOINT_DIRNAME)
 RunDirState = Literal["empty", "has_run"]
 
 _INTEGRITY_KEY = "__checkpoint__"  # reserved key of the stored meta dict
-_FORMAT = 1
+# 2: the models became Flax modules (parameter names and nesting changed, e.g.
+# dense["head"]["w"] -> dense["user_head"]["kernel"]); format-1 steps are refused.
+_FORMAT = 2
 _COMMIT_FILES = ("_CHECKPOINT_METADATA", "commit_success.txt")  # orbax, at finalize
 
 logger = logging.getLogger(__name__)
@@ -215,6 +218,10 @@ class Checkpointer:
         record = meta.pop(_INTEGRITY_KEY, None) if isinstance(meta, dict) else None
         if not isinstance(record, dict) or {"sha256", "leaves"} - record.keys():
             raise _BadCheckpoint("meta has no integrity record")
+        if record.get("format") != _FORMAT:
+            raise ConfigError(f"checkpoint step {step} in {self._directory} has format "
+                              f"{record.get('format')}, this version reads format {_FORMAT} "
+                              "(the model parameters changed); start a new run folder")
         if record["leaves"] != wanted:
             raise ConfigError(f"checkpoint step {step} in {self._directory} does not match the "
                               f"state template: {_describe_mismatch(record['leaves'], wanted)}")
@@ -228,8 +235,6 @@ class Checkpointer:
     def _set_aside(self, failures: list[tuple[int, str]], *, restored: int) -> None:
         """Warns about bad steps newer than ``restored`` and renames them aside
         (process 0 only; the others wait for it)."""
-        from feddmr_jax.processes import barrier, is_primary
-
         barrier("feddmr: bad checkpoints found")     # every process has read them
         for bad_step, why in failures if is_primary() else ():
             src = os.path.join(self._directory, str(bad_step))

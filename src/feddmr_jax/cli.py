@@ -2,6 +2,10 @@
 
 Every user error (:class:`feddmr_jax.errors.FeddmrError`) is printed as one line
 ``feddmr: error: ...`` on stderr with exit code 2; ``--debug`` shows the traceback.
+
+The engine (JAX, the models) is imported inside the command functions, not at
+the top: ``feddmr --help`` and argument errors then answer without loading JAX.
+No import here dodges a cycle.
 """
 
 from __future__ import annotations

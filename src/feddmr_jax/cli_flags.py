@@ -2,7 +2,7 @@
 
 One source of truth: every field of :class:`~feddmr_jax.config.DataConfig`,
 :class:`~feddmr_jax.config.TrainConfig` and of each model's config class
-(``feddmr_jax.models.MODEL_CONFIGS``) becomes a flag; its help is the field's
+(``feddmr_jax.methods.MODEL_CONFIGS``) becomes a flag; its help is the field's
 trailing comment in the source, its default the dataclass default (plus the
 methods' reference ``[train]`` values), so a new field gets a flag and help
 without touching this file. Naming rule: ``--field-name``; a model or data
@@ -24,6 +24,8 @@ import tokenize
 from typing import Any, NamedTuple
 
 from feddmr_jax.errors import ConfigError
+from feddmr_jax.config import DataConfig, TrainConfig
+from feddmr_jax.methods import METHODS, MODEL_CONFIGS, get_method
 
 # (section, key) -> flag, where the naming rule is not wanted.
 _FLAG_NAMES = {
@@ -113,9 +115,6 @@ def _kind(annotation: Any) -> tuple[str, bool]:
 
 
 def _sections() -> dict[str, list[type]]:
-    from feddmr_jax.config import DataConfig, TrainConfig
-    from feddmr_jax.models import MODEL_CONFIGS
-
     return {"data": [DataConfig], "train": [TrainConfig],
             "model": list(dict.fromkeys(MODEL_CONFIGS.values()))}
 
@@ -176,9 +175,6 @@ def default_text(flag: Flag) -> str:
       e.g. ``"default: 0.01; fedmf, fedncf: 0.0; pfedrec, fedrap: unused"``, or
       for a model field ``"default: 0.1 (feddmr, fedmf); 1.0 (pfedrec)"``.
     """
-    from feddmr_jax.methods import METHODS
-    from feddmr_jax.models import MODEL_CONFIGS
-
     if flag.section == "model":
         by_value: dict[str, list[str]] = {}
         for name, cls in MODEL_CONFIGS.items():
@@ -221,8 +217,6 @@ def add_config_flags(parser: argparse.ArgumentParser) -> dict[str, argparse._Arg
     Flags default to ``argparse.SUPPRESS``: only flags given appear in the
     namespace (see :func:`given_flags`).
     """
-    from feddmr_jax.models import MODEL_CONFIGS
-
     groups = {name: parser.add_argument_group(title)
               for name, title in _GROUP_TITLES.items()}
     owners: dict[str, list[str]] = {}
@@ -274,7 +268,6 @@ def overrides_of(given: list[tuple[Flag, Any]]) -> dict[str, dict[str, Any]]:
 
 def check_flags_apply(given: list[tuple[Flag, Any]], model: object) -> None:
     """Model flags of another model, and ``[train]`` flags the model ignores, are errors."""
-    from feddmr_jax.methods import get_method
 
     if not isinstance(model, str):
         return                                 # reported by the config builder

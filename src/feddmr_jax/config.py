@@ -19,7 +19,7 @@ Flags given on the command line override the file. Unknown sections or keys,
 and values of the wrong type, are errors that name the key.
 
 The ``[model]`` section is typed by ``train.model``: each model has its own
-config dataclass (``feddmr_jax.models.MODEL_CONFIGS``), and a key that model
+config dataclass (``feddmr_jax.methods.MODEL_CONFIGS``), and a key that model
 does not have is an error naming the key and the model. A config built from
 a file or the command line (:func:`build_config`) starts from the chosen
 method's reference ``[train]`` values (``feddmr_jax.methods``) for the keys it
@@ -36,7 +36,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from feddmr_jax.errors import ConfigError
-from feddmr_jax.models import ModelConfig, model_config_class, model_name_of
+from feddmr_jax.federated.faults import FaultConfig
+from feddmr_jax.methods import (MODEL_CONFIGS, ModelConfig, get_method, model_config_class,
+                                model_name_of)
 from feddmr_jax.models.feddmr import FedDMRConfig
 
 if sys.version_info >= (3, 11):
@@ -231,8 +233,6 @@ class TrainConfig:
 
 
     def faults(self):
-        from feddmr_jax.federated.faults import FaultConfig
-
         return FaultConfig(nan=self.fault_nan, scale=self.fault_scale,
                            factor=self.fault_factor, dropout=self.client_dropout)
 
@@ -396,8 +396,6 @@ def build_config(raw: Mapping[str, Mapping[str, Any]], source: str = "config", *
     set. With ``base``: ``raw`` on top of it (no method defaults). Either way
     ``[train]`` keys the method ignores are errors.
     """
-    from feddmr_jax.methods import get_method  # the registry imports the engine: load lazily
-
     train_raw = raw.get("train", {})
     if not isinstance(train_raw, Mapping):
         raise ConfigError(f"{source}: [train] must be a table")
@@ -465,9 +463,6 @@ def create_config(*, model: str = "feddmr", dataset: str | None = None,
                   **keys: Any) -> RunConfig:
     """:meth:`RunConfig.create`: flat keywords sorted into their sections, then
     :func:`build_config` and ``validate``."""
-    from feddmr_jax.methods import get_method
-    from feddmr_jax.models import MODEL_CONFIGS
-
     method = get_method(model)
     raw: dict[str, dict[str, Any]] = {name: dict(values)
                                       for name, values in (sections or {}).items()}

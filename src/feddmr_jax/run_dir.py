@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from feddmr_jax import config as config_lib
+from feddmr_jax.checkpoint import RUN_ARTIFACTS, run_dir_state
 from feddmr_jax.config import RunConfig
 
 
@@ -32,7 +33,6 @@ def clear_run(out_dir: str | Path) -> None:
     """Deletes a run's artifacts (metrics, summary, checkpoints, config) from ``out_dir``."""
     import shutil
 
-    from feddmr_jax.checkpoint import RUN_ARTIFACTS
 
     for name in (*RUN_ARTIFACTS, "config.json"):
         path = Path(out_dir) / name
@@ -71,7 +71,6 @@ def prepare_out_dir(cfg: RunConfig, out: Path, *, resume: bool, overwrite: bool,
       ConfigError: ``out`` holds a run and neither flag is set; ``resume`` with
         no run, or with a config that differs in anything but ``train.rounds``.
     """
-    from feddmr_jax.checkpoint import run_dir_state
 
     has_run = run_dir_state(out) == "has_run"
     if resume and overwrite:

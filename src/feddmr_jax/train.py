@@ -22,13 +22,15 @@ import numpy as np
 import optax
 
 from feddmr_jax import config as config_lib
+from feddmr_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer, install_stop_handler
 from feddmr_jax.config import RunConfig
 from feddmr_jax.data import (build_eval_sets, load_dataset, split_interactions, train_csr,
                              train_exclusions)
 from feddmr_jax.data.packing import recent_history
 from feddmr_jax.data.types import EvalSet, Split
 from feddmr_jax.evaluate import evaluate, evaluate_stored, make_scorer, resolve_eval_mode
-from feddmr_jax.federated.algorithm import FederatedAlgorithm, FedState, build_algorithm
+from feddmr_jax.federated.algorithm import (FederatedAlgorithm, FedState, RoundConfig,
+                                            build_algorithm)
 from feddmr_jax.federated.client import LocalStep, gradient_step
 from feddmr_jax.federated.devices import client_mesh, mesh_size
 from feddmr_jax.federated.faults import assign_faults
@@ -36,14 +38,14 @@ from feddmr_jax.federated.private_store import check_store_size
 from feddmr_jax.federated.rounds import RoundPlanner, build_planner, iter_round
 from feddmr_jax.federated.sampling import participants_per_round, sample_clients
 from feddmr_jax.losses import LossTerm, bce, compose, l2, proximal
-from feddmr_jax.methods import Method, get_method, uses_dropout
-from feddmr_jax.models import Leaves, Model, ModelParams, build_model
+from feddmr_jax.methods import Method, build_model, get_method, uses_dropout
+from feddmr_jax.models import Leaves, Model, ModelParams
 from feddmr_jax.privacy.plan import PrivacyPlan, build_privacy_plan, round_privacy
 from feddmr_jax.processes import any_process, barrier, is_primary
 from feddmr_jax.progress import Progress
 from feddmr_jax.run_dir import (clear_run, load_run_config, prepare_out_dir,  # noqa: F401
                                  truncate_metrics)
-from feddmr_jax.timing import CompileWatch
+from feddmr_jax.timing import CompileWatch, enable_compilation_cache
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +100,7 @@ def regularizers(cfg: config_lib.TrainConfig,
 
 def build_loss(model: Model, cfg: config_lib.TrainConfig,
                extra_terms: Mapping[str, LossTerm] | None = None):
-    """data BCE + the model's own terms (methods.py) + proximal(mu) + l2, plus any user terms."""
+    """data BCE + the method's own terms (methods/) + proximal(mu) + l2, plus any user terms."""
     terms: dict[str, LossTerm] = {"bce": bce(model.apply)}
     terms.update(get_method(model.name).loss_terms(model))
     terms.update(regularizers(cfg, extra_terms))
@@ -149,24 +151,25 @@ def build_experiment(cfg: RunConfig, *, extra_terms: Mapping[str, LossTerm] | No
     method = get_method(t.model)
     eval_mode = resolve_eval_mode(t.eval_mode, method.eval_mode, cfg.data.split)
     eval_items = local_eval_items(val_set, test_set) if eval_mode == "local" else None
-    history, history_mask = recent_history(train_csr(split), model.history_len)
+    # Every client's memory, [U, n]: only local evaluation's initial scores need it up front.
+    eval_history = (None if eval_items is None
+                    else recent_history(train_csr(split), model.history_len))
     check_store_size(model, split.num_users, 0 if eval_items is None else eval_items.shape[1],
                      t.max_private_gb)
     count = participants_per_round(split.num_users, count=t.clients_per_round,
                                    fraction=t.client_fraction)
     privacy = build_privacy_plan(t, split.num_users, count)
     mesh = None if sequential else client_mesh(_mesh_devices(t.devices))
+    rounds = RoundConfig(
+        num_clients=split.num_users, num_items=split.num_items, local_epochs=t.local_epochs,
+        batch_size=t.batch_size, sparse=t.sparse, weighting=t.weighting,
+        table_mean=t.table_mean, aggregator=t.aggregator, clip_norm=t.clip_norm,
+        trim_fraction=t.trim_fraction, max_participants=count, sequential=sequential,
+        dropout_keys=uses_dropout(cfg.model))
     algorithm = build_algorithm(
-        model, build_loss(model, t, extra_terms), num_clients=split.num_users,
-        num_items=split.num_items, client_optimizer=build_client_optimizer(t),
-        server_optimizer=optax.sgd(t.server_lr), local_epochs=t.local_epochs,
-        batch_size=t.batch_size, sparse=t.sparse, weighting=t.weighting, table_mean=t.table_mean,
-        sequential=sequential, dropout_keys=uses_dropout(cfg.model),
-        local_step=build_local_step(method, model, t, split.num_items, extra_terms),
-        eval_items=eval_items, eval_history=(history, history_mask),
-        aggregator=t.aggregator, clip_norm=t.clip_norm,
-        trim_fraction=t.trim_fraction,
-        max_participants=count, dp=privacy.dp if privacy else None, mesh=mesh)
+        model, build_local_step(method, model, t, split.num_items, extra_terms),
+        optax.sgd(t.server_lr), rounds, eval_items=eval_items, eval_history=eval_history,
+        dp=privacy.dp if privacy else None, mesh=mesh)
     # Training negatives avoid the client's training positives (strict) or all (reference).
     planner = build_planner(train_csr(split), train_exclusions(split, cfg.data.train_negatives),
                             history_len=model.history_len, num_negatives=t.num_negatives,
@@ -296,9 +299,6 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
       Interrupted: SIGINT/SIGTERM arrived; a checkpoint of the last finished
         round was saved first.
     """
-    from feddmr_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer, install_stop_handler
-    from feddmr_jax.timing import enable_compilation_cache
-
     t0 = time.perf_counter()
     t = cfg.train
     out = Path(out_dir) if out_dir is not None else None

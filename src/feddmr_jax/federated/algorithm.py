@@ -9,6 +9,7 @@ Only the chunk step and the server step are jitted; this function is the glue.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -19,12 +20,11 @@ import optax
 from feddmr_jax.federated.aggregation import (AGGREGATORS, Accumulator, init_accumulator,
                                               mean_delta, server_update)
 from feddmr_jax.federated.robust import ROBUST_AGGREGATORS, init_buffer, robust_delta
-from feddmr_jax.federated.client import LocalStep, gradient_step, make_client_update
+from feddmr_jax.federated.client import LocalStep, make_client_update
 from feddmr_jax.federated.private_store import attach_scores
 from feddmr_jax.federated.devices import Mesh, replicate, shard_clients
 from feddmr_jax.federated.parallel import (ChunkData, initial_scores, make_chunk_step,
                                            make_client_fn, make_sequential_step)
-from feddmr_jax.losses import LossFn
 from feddmr_jax.models.base import Leaves, Model
 from feddmr_jax.privacy.dp import DPSetting, noisy_mean
 from feddmr_jax.federated.secure_round import init_masked_accumulator, unmask
@@ -89,42 +89,63 @@ def init_private_store(model: Model, key: Array, num_clients: int) -> Leaves:
     return jax.jit(jax.vmap(model.init_private))(keys)
 
 
-def build_algorithm(model: Model, loss_fn: LossFn | None = None, *, num_clients: int,
-                    num_items: int,
-                    client_optimizer: optax.GradientTransformation | None = None,
-                    server_optimizer: optax.GradientTransformation,
-                    local_epochs: int, batch_size: int, sparse: bool = True,
-                    weighting: str = "uniform", table_mean: str = "touched",
-                    sequential: bool = False,
-                    dropout_keys: bool = False,
-                    local_step: LocalStep | Callable[[Array], LocalStep] | None = None,
+@dataclasses.dataclass(frozen=True)
+class RoundConfig:
+    """How the rounds of a :class:`FederatedAlgorithm` run (built by ``train.build_experiment``
+    from ``[train]``; tests build it directly).
+
+    Attributes:
+      num_clients: size of the private store (every client of the run).
+      num_items: catalogue size.
+      local_epochs: epochs E of local training per round.
+      batch_size: minibatch size B of local training.
+      sparse: train on gathered local item rows (True) or full tables.
+      weighting: ``"uniform"`` or ``"examples"``.
+      table_mean: how item-table rows are averaged: ``"touched"`` or
+        ``"participants"`` (see federated/aggregation.py).
+      aggregator: ``mean``; ``clipped_mean`` (each upload clipped to L2 norm
+        ``clip_norm`` first); ``median`` or ``trimmed_mean`` (coordinate-wise,
+        trimming ``trim_fraction`` at each end; see federated/robust.py).
+      clip_norm: see ``aggregator``.
+      trim_fraction: see ``aggregator``.
+      max_participants: clients per round (slots of the robust buffer); None:
+        ``num_clients``.
+      sequential: use the per-client loop instead of ``vmap`` (reference).
+      dropout_keys: give the model a per-step dropout key.
+    """
+
+    num_clients: int
+    num_items: int
+    local_epochs: int
+    batch_size: int
+    sparse: bool = True
+    weighting: str = "uniform"
+    table_mean: str = "touched"
+    aggregator: str = "mean"
+    clip_norm: float = 1.0
+    trim_fraction: float = 0.1
+    max_participants: int | None = None
+    sequential: bool = False
+    dropout_keys: bool = False
+
+
+def build_algorithm(model: Model, local_step: LocalStep | Callable[[Array], LocalStep],
+                    server_optimizer: optax.GradientTransformation, cfg: RoundConfig, *,
                     eval_items: np.ndarray | None = None,
                     eval_history: tuple[np.ndarray, np.ndarray] | None = None,
-                    aggregator: str = "mean",
-                    clip_norm: float = 1.0, trim_fraction: float = 0.1,
-                    max_participants: int | None = None,
                     dp: DPSetting | None = None,
                     mesh: Mesh | None = None) -> FederatedAlgorithm:
     """Builds the round (see module docstring).
 
     Args:
       model: the model.
-      loss_fn: composed local loss.
-      num_clients: size of the private store.
-      num_items: catalogue size.
-      client_optimizer: local optimizer (fresh state every round).
+      local_step: one client minibatch step (``federated.client.gradient_step``
+        of a composed loss and an optimizer, or a method's own), or
+        ``round_index -> LocalStep`` (per-round schedules, see
+        federated/client.py). The optimizer state is fresh every round.
       server_optimizer: applied to the negated mean delta; ``optax.sgd(1.0)``
         is FedAvg.
-      local_epochs, batch_size: local training schedule.
-      sparse: train on gathered local item rows (True) or full tables.
-      weighting: ``"uniform"`` or ``"examples"``.
-      table_mean: how item-table rows are averaged: ``"touched"`` or
-        ``"participants"`` (see federated/aggregation.py).
-      sequential: use the per-client loop instead of ``vmap`` (reference).
-      dropout_keys: give the model a per-step dropout key.
-      local_step: a custom minibatch step, or ``round_index -> LocalStep``
-        (per-round schedules, see federated/client.py); default: one gradient
-        step of ``loss_fn`` with ``client_optimizer``.
+      cfg: the round's schedule, aggregation and execution (:class:`RoundConfig`).
       eval_items: ``[num_clients, M]`` evaluation candidates (validation then
         test) of every client, for the ``local`` evaluation mode: the private
         store then holds each client's logits of them (``EVAL_SCORES``,
@@ -133,35 +154,35 @@ def build_algorithm(model: Model, loss_fn: LossFn | None = None, *, num_clients:
         carry ``eval_items``. None: off.
       eval_history: ``(history, history_mask)`` ``[num_clients, n]``, every
         client's memory, for the initial scores (needed with ``eval_items``).
-      aggregator: ``mean``; ``clipped_mean`` (each upload clipped to L2 norm
-        ``clip_norm`` first); ``median`` or ``trimmed_mean`` (coordinate-wise,
-        trimming ``trim_fraction`` at each end; see federated/robust.py).
-      max_participants: clients per round (slots of the robust buffer).
       dp: user-level DP-FedAvg (privacy/dp.py): each upload clipped to
         ``dp.clip_norm``, the round's sum noised and divided by
-        ``dp.expected_clients`` (replaces ``aggregator`` and ``table_mean``;
-        ``apply`` then needs ``noise_key``). None: off.
+        ``dp.expected_clients`` (replaces ``cfg.aggregator`` and
+        ``cfg.table_mean``; ``apply`` then needs ``noise_key``). None: off.
       mesh: the ``clients`` device mesh (federated/devices.py): each chunk's
         client axis is split over it, the state replicated; chunks must hold a
         multiple of ``mesh.size`` clients. None: one device.
 
-    ``apply(state, chunks, round_key, *, noise_key=None, masks=None)``:
-    ``masks`` (a :class:`~feddmr_jax.privacy.secure_agg.MaskGraph`) turns on
-    simulated secure aggregation for the round.
+    Returns:
+      The algorithm. ``apply(state, chunks, round_key, *, noise_key=None,
+      masks=None)``: ``masks`` (a :class:`~feddmr_jax.privacy.secure_agg.MaskGraph`)
+      turns on simulated secure aggregation for the round.
+
+    Raises:
+      ValueError: an unknown aggregator, DP with another aggregator or
+        weighting, or the per-client loop on a mesh.
     """
+    aggregator, clip_norm = cfg.aggregator, cfg.clip_norm
+    weighting, table_mean = cfg.weighting, cfg.table_mean
+    num_clients, num_items, sparse = cfg.num_clients, cfg.num_items, cfg.sparse
     if aggregator not in AGGREGATORS:
         raise ValueError(f"unknown aggregator {aggregator!r}; choose from {AGGREGATORS}")
     robust = aggregator in ROBUST_AGGREGATORS
-    slots = max_participants or num_clients
-    if local_step is None:
-        if loss_fn is None or client_optimizer is None:
-            raise ValueError("give loss_fn and client_optimizer, or local_step")
-        local_step = gradient_step(loss_fn, client_optimizer)
-    client_update = make_client_update(local_step, local_epochs=local_epochs,
-                                       batch_size=batch_size, dropout_keys=dropout_keys)
-    if sequential and mesh is not None:
+    slots = cfg.max_participants or num_clients
+    client_update = make_client_update(local_step, local_epochs=cfg.local_epochs,
+                                       batch_size=cfg.batch_size, dropout_keys=cfg.dropout_keys)
+    if cfg.sequential and mesh is not None:
         raise ValueError("the per-client loop (sequential=True) runs on one device; mesh must be None")
-    make = make_sequential_step if sequential else make_chunk_step
+    make = make_sequential_step if cfg.sequential else make_chunk_step
     if dp is not None:
         if aggregator != "mean" or weighting != "uniform":
             raise ValueError("dp needs aggregator='mean' and weighting='uniform', got "
@@ -179,7 +200,7 @@ def build_algorithm(model: Model, loss_fn: LossFn | None = None, *, num_clients:
         if dp is not None:
             delta = noisy_mean(acc.delta_sum, noise_key, dp)
         elif robust:
-            delta = robust_delta(acc.buffer, aggregator, trim_fraction)
+            delta = robust_delta(acc.buffer, aggregator, cfg.trim_fraction)
         else:
             delta = mean_delta(acc, table_mean)
         new_shared, opt_state = server_update(shared, opt_state, delta, server_optimizer)

@@ -1,30 +1,40 @@
-"""The attention block of FedDMR, written for one example.
+"""The attention layer of FedDMR, a Flax Module written for one client's batch.
 
-Query tokens ``x = [t_user, t_item]`` (``[T, d]``, T = 2) attend over keys/values
-``[x ; M]`` where ``M`` (``[n, d]``) is the client's local memory (embeddings of
-its own recent positives). ``M`` is keys/values only: its key/value projections
-(:func:`project_memory`) are computed once per client step and shared by every
-example of that step, so an example costs O(n·d), not O(n·d²).
+Query tokens ``x = [t_user, t_item]`` (``[B, T, d]``, T = 2, one pair per
+example of the batch) attend over keys/values ``[x ; M]`` where ``M``
+(``[n, d]``) is the client's local memory (embeddings of its own recent
+positives). ``M`` is keys/values only: its key/value projections
+(:meth:`MemoryAttention.project_memory`) are computed once per client step and
+shared by every example of the batch, so an example costs O(n·d), not O(n·d²).
 
 One layer (post-norm, as in the original Transformer)::
 
-    x <- LayerNorm(x + MHA(queries=x, keys=values=[x ; M]))
-    x <- LayerNorm(x + FFN(x))
+    x <- LayerNorm(x + Dropout(MHA(queries=x, keys=values=[x ; M])))
+    x <- LayerNorm(x + Dropout(FFN(x)))
 
-Masked keys (padded memory slots, and the memory slot holding the target item
-itself) get a logit of -1e30 before the softmax, hence an attention weight of
-exactly 0.
+Masked keys (padded memory slots, and the memory slot holding the example's
+target item itself) get a logit of -1e30 before the softmax, hence an
+attention weight of exactly 0.
+
+Why not ``nn.MultiHeadDotProductAttention``: it projects its key/value inputs
+inside every call, so with per-example keys ``[x ; M]`` it would project the
+memory once per example (B·n·d² instead of n·d²). The projections here are
+Flax's own ``nn.DenseGeneral`` layers, with the same parameter layout as
+``MultiHeadDotProductAttention`` (``query``/``key``/``value`` kernels ``[d, H,
+d/H]``, ``out`` kernel ``[H, d/H, d]``, no biases); only the score, mask and
+weighted sum below are written by hand, as two einsums (over the tokens and
+over the memory) so the memory is never concatenated per example.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from feddmr_jax.models.base import (apply_mlp, dropout, glorot, init_mlp,
-                                    layer_norm)
+from feddmr_jax.models.layers import MLP, glorot
 
 Array = jax.Array
 _MASKED = -1e30
@@ -42,75 +52,75 @@ class MemoryKV(NamedTuple):
     values: Array
 
 
-def init_attention_layer(key: Array, dim: int, ffn_dim: int) -> dict:
-    """Parameters of one attention layer (MHA + FFN, each with LayerNorm)."""
-    kq, kk, kv, ko, kf = jax.random.split(key, 5)
-    return {
-        "wq": glorot(kq, (dim, dim)),
-        "wk": glorot(kk, (dim, dim)),
-        "wv": glorot(kv, (dim, dim)),
-        "wo": glorot(ko, (dim, dim)),
-        "ln1_scale": jnp.ones((dim,), jnp.float32),
-        "ln1_bias": jnp.zeros((dim,), jnp.float32),
-        "ffn": init_mlp(kf, (dim, ffn_dim, dim)),
-        "ln2_scale": jnp.ones((dim,), jnp.float32),
-        "ln2_bias": jnp.zeros((dim,), jnp.float32),
-    }
+class MemoryAttention(nn.Module):
+    """One FedDMR layer: MHA over ``[tokens ; memory]`` + FFN, each with residual + LayerNorm.
 
-
-def _split_heads(x: Array, heads: int) -> Array:
-    return x.reshape(x.shape[:-1] + (heads, x.shape[-1] // heads))
-
-
-def project_memory(layer: dict, memory: Array, heads: int) -> MemoryKV:
-    """Key/value projections of the memory ``[n, d]`` (once per client step)."""
-    return MemoryKV(keys=_split_heads(memory @ layer["wk"], heads),
-                    values=_split_heads(memory @ layer["wv"], heads))
-
-
-def multi_head_attention(layer: dict, tokens: Array, memory: MemoryKV,
-                         memory_mask: Array, heads: int) -> tuple[Array, Array]:
-    """Multi-head attention of ``tokens`` over ``[tokens ; memory]``.
-
-    Args:
-      layer: parameters from :func:`init_attention_layer`.
-      tokens: ``[T, d]`` query tokens (also keys/values).
-      memory: projected memory, ``[n, H, d/H]`` each.
-      memory_mask: ``[n]`` bool; False slots receive exactly zero weight.
+    Attributes:
+      dim: model width d.
       heads: number of heads H (must divide d).
-
-    Returns:
-      ``(output [T, d], weights [H, T, T + n])``; ``weights`` sum to 1 over the
-      last axis (columns 0..T-1 are the tokens, then the memory slots).
+      ffn_dim: hidden width of the feed-forward block.
+      dropout: dropout rate on the attention and FFN outputs (``"dropout"`` rng).
     """
-    t, d = tokens.shape
-    q = _split_heads(tokens @ layer["wq"], heads)            # [T, H, dh]
-    k_tok = _split_heads(tokens @ layer["wk"], heads)        # [T, H, dh]
-    v_tok = _split_heads(tokens @ layer["wv"], heads)        # [T, H, dh]
-    scale = 1.0 / jnp.sqrt(jnp.asarray(d // heads, jnp.float32))
-    logits_tok = jnp.einsum("thd,shd->hts", q, k_tok) * scale           # [H, T, T]
-    logits_mem = jnp.einsum("thd,nhd->htn", q, memory.keys) * scale     # [H, T, n]
-    logits_mem = jnp.where(memory_mask[None, None, :], logits_mem, _MASKED)
-    weights = jax.nn.softmax(jnp.concatenate([logits_tok, logits_mem], -1), -1)
-    w_tok, w_mem = weights[..., :t], weights[..., t:]
-    out = (jnp.einsum("hts,shd->thd", w_tok, v_tok)
-           + jnp.einsum("htn,nhd->thd", w_mem, memory.values))
-    return out.reshape(t, d) @ layer["wo"], weights
 
+    dim: int
+    heads: int
+    ffn_dim: int
+    dropout: float = 0.0
 
-def attention_layer(layer: dict, tokens: Array, memory: MemoryKV, memory_mask: Array,
-                    heads: int, *, dropout_rate: float = 0.0,
-                    key: Array | None = None) -> tuple[Array, Array]:
-    """One FedDMR layer: MHA + residual + LayerNorm, FFN + residual + LayerNorm.
+    def setup(self):
+        head_dim = self.dim // self.heads
+        project = lambda: nn.DenseGeneral((self.heads, head_dim), use_bias=False,  # noqa: E731
+                                          kernel_init=glorot)
+        self.query, self.key, self.value = project(), project(), project()
+        self.out = nn.DenseGeneral(self.dim, axis=(-2, -1), use_bias=False, kernel_init=glorot)
+        self.norm_attention = nn.LayerNorm(epsilon=1e-6, use_fast_variance=False)
+        self.ffn = MLP((self.ffn_dim, self.dim))
+        self.norm_ffn = nn.LayerNorm(epsilon=1e-6, use_fast_variance=False)
+        self.drop = nn.Dropout(self.dropout)
 
-    Returns:
-      ``(tokens [T, d], attention weights [H, T, T + n])``.
-    """
-    k_att, k_ffn = (None, None) if key is None else jax.random.split(key)
-    att, weights = multi_head_attention(layer, tokens, memory, memory_mask, heads)
-    x = layer_norm(tokens + dropout(att, dropout_rate, k_att),
-                   layer["ln1_scale"], layer["ln1_bias"])
-    ffn = apply_mlp(layer["ffn"], x)
-    x = layer_norm(x + dropout(ffn, dropout_rate, k_ffn),
-                   layer["ln2_scale"], layer["ln2_bias"])
-    return x, weights
+    def project_memory(self, memory: Array) -> MemoryKV:
+        """Key/value projections of the memory ``[n, d]`` (once per client step)."""
+        return MemoryKV(keys=self.key(memory), values=self.value(memory))
+
+    def attend(self, tokens: Array, memory: MemoryKV, memory_mask: Array
+               ) -> tuple[Array, Array]:
+        """Multi-head attention of ``tokens`` over ``[tokens ; memory]``.
+
+        Args:
+          tokens: ``[B, T, d]`` query tokens (also keys/values).
+          memory: from :meth:`project_memory`, ``[n, H, d/H]`` each.
+          memory_mask: ``[B, n]`` bool; False slots receive exactly zero weight.
+
+        Returns:
+          ``(output [B, T, d], weights [B, H, T, T + n])``; ``weights`` sum to 1
+          over the last axis (columns 0..T-1 are the tokens, then the memory).
+        """
+        t = tokens.shape[1]
+        q, k_tok, v_tok = self.query(tokens), self.key(tokens), self.value(tokens)  # [B,T,H,dh]
+        scale = 1.0 / jnp.sqrt(jnp.asarray(self.dim // self.heads, jnp.float32))
+        logits_tok = jnp.einsum("bthd,bshd->bhts", q, k_tok) * scale          # [B, H, T, T]
+        logits_mem = jnp.einsum("bthd,nhd->bhtn", q, memory.keys) * scale     # [B, H, T, n]
+        logits_mem = jnp.where(memory_mask[:, None, None, :], logits_mem, _MASKED)
+        weights = jax.nn.softmax(jnp.concatenate([logits_tok, logits_mem], -1), -1)
+        w_tok, w_mem = weights[..., :t], weights[..., t:]
+        out = (jnp.einsum("bhts,bshd->bthd", w_tok, v_tok)
+               + jnp.einsum("bhtn,nhd->bthd", w_mem, memory.values))
+        return self.out(out), weights
+
+    def __call__(self, tokens: Array, memory: MemoryKV, memory_mask: Array, *,
+                 deterministic: bool = True) -> tuple[Array, Array]:
+        """One layer on a batch of one client.
+
+        Args:
+          tokens: ``[B, T, d]``.
+          memory: the projected memory (:meth:`project_memory`).
+          memory_mask: ``[B, n]`` bool (padding and each example's target item False).
+          deterministic: no dropout (True), or dropout from the ``"dropout"`` rng.
+
+        Returns:
+          ``(tokens [B, T, d], attention weights [B, H, T, T + n])``.
+        """
+        att, weights = self.attend(tokens, memory, memory_mask)
+        x = self.norm_attention(tokens + self.drop(att, deterministic=deterministic))
+        x = self.norm_ffn(x + self.drop(self.ffn(x), deterministic=deterministic))
+        return x, weights

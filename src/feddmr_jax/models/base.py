@@ -1,5 +1,8 @@
 """What every model of the engine exposes, and the private/shared split.
 
+The models themselves are ``flax.linen`` Modules (one file each); ``split.py``
+turns a Module into the :class:`Model` the engine uses.
+
 A model's parameters are a :class:`ModelParams`: the **private** leaves never leave
 a client (user embeddings, personal heads), the **shared** leaves are uploaded and
 aggregated. Both halves are :class:`Leaves`: ``tables`` holds item-indexed tables
@@ -85,43 +88,3 @@ def tree_sq_norm(tree: PyTree) -> Array:
     if not leaves:
         return jnp.zeros((), jnp.float32)
     return sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves)
-
-
-def glorot(key: Array, shape: tuple[int, ...]) -> Array:
-    """Glorot-uniform initializer for a 2-D weight."""
-    return jax.nn.initializers.glorot_uniform()(key, shape, jnp.float32)
-
-
-def layer_norm(x: Array, scale: Array, bias: Array, eps: float = 1e-6) -> Array:
-    """LayerNorm over the last axis."""
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + eps) * scale + bias
-
-
-def dropout(x: Array, rate: float, key: Array | None) -> Array:
-    """Inverted dropout; identity when ``key`` is None or ``rate`` is 0."""
-    if key is None or rate <= 0.0:
-        return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0.0)
-
-
-def init_mlp(key: Array, sizes: tuple[int, ...]) -> dict[str, Array]:
-    """Weights of an MLP with the given layer sizes (``w0,b0,w1,b1,...``)."""
-    keys = jax.random.split(key, len(sizes) - 1)
-    params = {}
-    for i, (k, n_in, n_out) in enumerate(zip(keys, sizes[:-1], sizes[1:])):
-        params[f"w{i}"] = glorot(k, (n_in, n_out))
-        params[f"b{i}"] = jnp.zeros((n_out,), jnp.float32)
-    return params
-
-
-def apply_mlp(params: dict[str, Array], x: Array) -> Array:
-    """ReLU MLP; no activation after the last layer."""
-    n = len(params) // 2
-    for i in range(n):
-        x = x @ params[f"w{i}"] + params[f"b{i}"]
-        if i < n - 1:
-            x = jax.nn.relu(x)
-    return x

@@ -1,9 +1,10 @@
 """FedDMR: private user embedding, shared item table, dual-layer attention, MLP head.
 
-Split (see :class:`feddmr_jax.models.base.ModelParams`):
-  private: ``dense["user"]`` ``[d]`` — the user embedding, never uploaded.
-  shared:  ``tables["items"]`` ``[num_items, d]``, ``dense["layers"]`` (the
-           attention layers) and ``dense["head"]`` (the prediction MLP).
+Split (top-level parameters of :class:`FedDMR`; see ``split.py``):
+  private: ``user`` ``[d]`` — the user embedding, never uploaded.
+  shared:  table ``items`` ``[num_items, d]``; ``layer_0`` .. ``layer_{L-1}`` (the
+           attention layers, :class:`~.attention.MemoryAttention`) and ``head``
+           (the prediction MLP).
 
 Forward pass for one client and a batch of items (DESIGN.md section 1)::
 
@@ -13,24 +14,28 @@ Forward pass for one client and a batch of items (DESIGN.md section 1)::
     logit(i) = MLP([x_u, x_i, x_u * x_i])
 
 The memory slot holding the target item ``i`` itself is masked out, so that a
-training positive is never trivially "found" in the history.
-``attention=False`` skips the layers (the head then sees the raw embeddings).
+training positive is never trivially "found" in the history. Each layer
+projects the memory once per call (one client step), for the whole batch.
+``attention=False`` (or ``layers=0``) skips the layers (the head then sees the
+raw embeddings) and reads no memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from feddmr_jax.errors import ConfigError
-from feddmr_jax.models.attention import (attention_layer, init_attention_layer,
-                                         project_memory)
-from feddmr_jax.models.base import (Context, Leaves, Model, ModelParams,
-                                    apply_mlp, init_mlp)
+from feddmr_jax.models.attention import MemoryAttention
+from feddmr_jax.models.base import Context, Model, ModelParams
+from feddmr_jax.models.layers import MLP, embedding_init
+from feddmr_jax.models.split import ParamSplit, bind_rows, merge_params, module_model
 
 Array = jax.Array
+SPLIT = ParamSplit(private=("user",), tables=("items",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,77 +67,86 @@ class FedDMRConfig:
     def ffn_width(self) -> int:
         return self.ffn_dim or 2 * self.dim
 
+    @property
+    def num_layers(self) -> int:
+        """Attention layers actually built (0 when attention is off)."""
+        return self.layers if self.attention else 0
 
-def _uses_attention(cfg: FedDMRConfig) -> bool:
-    return cfg.attention and cfg.layers > 0
+
+class FedDMR(nn.Module):
+    """The FedDMR client model (see the module docstring).
+
+    Attributes:
+      config: hyperparameters.
+      num_items: rows of the item table (the catalogue, or a client's local table).
+    """
+
+    config: FedDMRConfig
+    num_items: int
+
+    def setup(self):
+        cfg = self.config
+        self.items = self.param("items", embedding_init(cfg.init_scale), (self.num_items, cfg.dim))
+        self.user = self.param("user", embedding_init(cfg.init_scale), (cfg.dim,))
+        self.layers = [MemoryAttention(cfg.dim, cfg.heads, cfg.ffn_width, cfg.dropout,
+                                       name=f"layer_{l}") for l in range(cfg.num_layers)]
+        self.head = MLP((cfg.dim, 1))
+
+    def encode(self, items: Array, context: Context, *, deterministic: bool = True
+               ) -> tuple[Array, Array]:
+        """Interaction-aware tokens of one client's batch.
+
+        Args:
+          items: ``[B]`` int32 item indices into the item table.
+          context: the client's memory (history indices and mask, ``[n]``).
+          deterministic: no dropout (True), or dropout from the ``"dropout"`` rng.
+
+        Returns:
+          ``(tokens [B, 2, d], weights [B, layers, H, 2, 2 + n])``; ``weights``
+          is ``[B, 0]`` when attention is off.
+        """
+        b, d = items.shape[0], self.config.dim
+        tokens = jnp.stack([jnp.broadcast_to(self.user, (b, d)), self.items[items]], 1)
+        if not self.layers:
+            return tokens, jnp.zeros((b, 0), jnp.float32)
+        memory = self.items[context.history]                                  # [n, d]
+        mask = context.history_mask[None, :] & (context.history[None, :] != items[:, None])
+        all_weights = []
+        for layer in self.layers:
+            tokens, w = layer(tokens, layer.project_memory(memory), mask,
+                              deterministic=deterministic)
+            all_weights.append(w)
+        return tokens, jnp.stack(all_weights, 1)
+
+    def __call__(self, items: Array, context: Context, *, deterministic: bool = True) -> Array:
+        """Logits ``[B]`` of items ``[B]`` for one client."""
+        tokens, _ = self.encode(items, context, deterministic=deterministic)
+        t_u, t_i = tokens[:, 0], tokens[:, 1]
+        return self.head(jnp.concatenate([t_u, t_i, t_u * t_i], axis=-1))[:, 0]
 
 
 def encode(cfg: FedDMRConfig, params: ModelParams, items: Array, context: Context,
            key: Array | None = None) -> tuple[Array, Array]:
-    """Interaction-aware tokens of one client's batch.
+    """:meth:`FedDMR.encode` on engine params (tokens and attention weights).
 
     Args:
       cfg: model config.
       params: the client's parameters.
       items: ``[B]`` int32 item indices into ``params.shared.tables["items"]``.
-      context: the client's memory (history indices and mask, ``[n]``).
+      context: the client's memory.
       key: dropout key, or None for a deterministic pass.
 
     Returns:
-      ``(tokens [B, 2, d], weights [B, layers, H, 2, 2 + n])``; ``weights`` has a
-      zero-size layer axis when attention is off.
+      ``(tokens [B, 2, d], weights [B, layers, H, 2, 2 + n])``.
     """
-    d = cfg.dim
-    table = params.shared.tables["items"]
-    user = params.private.dense["user"]
-    tokens = jnp.stack([jnp.broadcast_to(user, (items.shape[0], d)), table[items]], 1)
-    if not _uses_attention(cfg):
-        return tokens, jnp.zeros((items.shape[0], 0), jnp.float32)
-    memory = table[context.history]                                   # [n, d]
-    layers = params.shared.dense["layers"]
-    memory_kv = [project_memory(layer, memory, cfg.heads) for layer in layers]
-    keys = (None if key is None
-            else jax.random.split(key, items.shape[0] * len(layers))
-            .reshape(items.shape[0], len(layers), -1))
-
-    def one_example(x, item, ex_keys):
-        mask = context.history_mask & (context.history != item)
-        all_weights = []
-        for l, (layer, kv) in enumerate(zip(layers, memory_kv)):
-            k = None if ex_keys is None else ex_keys[l]
-            x, w = attention_layer(layer, x, kv, mask, cfg.heads,
-                                   dropout_rate=cfg.dropout, key=k)
-            all_weights.append(w)
-        return x, jnp.stack(all_weights)
-
-    return jax.vmap(one_example, in_axes=(0, 0, None if keys is None else 0))(
-        tokens, items, keys)
+    module = bind_rows(FedDMR(cfg, 0), params)
+    return module.apply({"params": merge_params(params)}, items, context,
+                        deterministic=key is None, rngs=None if key is None else {"dropout": key},
+                        method=FedDMR.encode)
 
 
 def build_feddmr(cfg: FedDMRConfig, num_items: int) -> Model:
     """Builds the FedDMR :class:`Model` for a catalogue of ``num_items`` items."""
     cfg.validate()
-    d = cfg.dim
-
-    def init_shared(key: Array) -> Leaves:
-        k_items, k_layers, k_head = jax.random.split(key, 3)
-        layers = ([init_attention_layer(k, d, cfg.ffn_width)
-                   for k in jax.random.split(k_layers, cfg.layers)]
-                  if _uses_attention(cfg) else [])
-        return Leaves(
-            tables={"items": cfg.init_scale * jax.random.normal(k_items, (num_items, d))},
-            dense={"layers": layers, "head": init_mlp(k_head, (3 * d, d, 1))})
-
-    def init_private(key: Array) -> Leaves:
-        return Leaves(tables={}, dense={"user": cfg.init_scale * jax.random.normal(key, (d,))})
-
-    def apply(params: ModelParams, items: Array, context: Context, *,
-              key: Array | None = None) -> Array:
-        tokens, _ = encode(cfg, params, items, context, key)
-        t_u, t_i = tokens[:, 0], tokens[:, 1]
-        features = jnp.concatenate([t_u, t_i, t_u * t_i], axis=-1)
-        return apply_mlp(params.shared.dense["head"], features)[:, 0]
-
-    return Model(name="feddmr", init_shared=init_shared, init_private=init_private,
-                 apply=apply, history_len=cfg.history_len if _uses_attention(cfg) else 0,
-                 config=cfg)
+    return module_model("feddmr", FedDMR(cfg, num_items), SPLIT,
+                        history_len=cfg.history_len if cfg.num_layers else 0, config=cfg)

@@ -1,28 +1,31 @@
 """FedMF: federated matrix factorization (a private user vector, a shared item table).
 
-Split (see :class:`feddmr_jax.models.base.ModelParams`):
-  private: ``dense["user"]`` ``[d]`` — the user embedding, never uploaded.
-  shared:  ``tables["items"]`` ``[num_items, d]`` — the item table, averaged.
+Split (top-level parameters of :class:`FedMF`; see ``split.py``):
+  private: ``user`` ``[d]`` — the user embedding, never uploaded.
+  shared:  table ``items`` ``[num_items, d]`` — the item table, averaged.
 
 Forward pass for one client::
 
     logit(i) = <p_u, E[i]>
 
-No bias terms; train it with the usual :func:`feddmr_jax.losses.bce` term and
-:func:`feddmr_jax.federated.client.gradient_step`.
+No bias terms. Its recipe (BCE, Adam) is ``feddmr_jax/methods/fedmf.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from feddmr_jax.models.base import Context, Leaves, Model, ModelParams
+from feddmr_jax.models.base import Context, Model
 from feddmr_jax.models.checks import check_fields
+from feddmr_jax.models.layers import embedding_init
+from feddmr_jax.models.split import ParamSplit, module_model
 
 Array = jax.Array
+SPLIT = ParamSplit(private=("user",), tables=("items",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +39,27 @@ class FedMFConfig:
         check_fields(self, positive=("dim",), non_negative=("init_scale",))
 
 
+class FedMF(nn.Module):
+    """``logit(i) = <user, items[i]>``.
+
+    Attributes:
+      config: hyperparameters.
+      num_items: rows of the item table.
+    """
+
+    config: FedMFConfig
+    num_items: int
+
+    @nn.compact
+    def __call__(self, items: Array, context: Context, *, deterministic: bool = True) -> Array:
+        """Logits ``[B]`` of items ``[B]`` (context is unused)."""
+        del context, deterministic
+        init = embedding_init(self.config.init_scale)
+        table = self.param("items", init, (self.num_items, self.config.dim))   # [I, d]
+        user = self.param("user", init, (self.config.dim,))                   # [d]
+        return jnp.dot(table[items], user)
+
+
 def build_fedmf(cfg: FedMFConfig, num_items: int) -> Model:
     """Builds the FedMF :class:`Model` for a catalogue of ``num_items`` items.
 
@@ -47,21 +71,4 @@ def build_fedmf(cfg: FedMFConfig, num_items: int) -> Model:
       The model; ``apply(params, items [B], context) -> logits [B]``.
     """
     cfg.validate()
-    d = cfg.dim
-
-    def init_shared(key: Array) -> Leaves:
-        return Leaves(tables={"items": cfg.init_scale * jax.random.normal(key, (num_items, d))},
-                      dense={})
-
-    def init_private(key: Array) -> Leaves:
-        return Leaves(tables={}, dense={"user": cfg.init_scale * jax.random.normal(key, (d,))})
-
-    def apply(params: ModelParams, items: Array, context: Context, *,
-              key: Array | None = None) -> Array:
-        """Logits ``[B]`` of items ``[B]`` (context and key are unused)."""
-        del context, key
-        table = params.shared.tables["items"]                        # [I, d]
-        return jnp.dot(table[items], params.private.dense["user"])   # [B]
-
-    return Model(name="fedmf", init_shared=init_shared, init_private=init_private,
-                 apply=apply, history_len=0, config=cfg)
+    return module_model("fedmf", FedMF(cfg, num_items), SPLIT, history_len=0, config=cfg)

@@ -1,11 +1,10 @@
 """FedNCF: NeuMF (He et al., "Neural Collaborative Filtering", WWW 2017) per client.
 
-Split (see :class:`feddmr_jax.models.base.ModelParams`):
-  private: ``dense["user_gmf"]`` ``[d]`` and ``dense["user_mlp"]`` ``[d]`` — the
-           user's two embeddings, never uploaded.
-  shared:  ``tables["items_gmf"]`` ``[num_items, d]``, ``tables["items_mlp"]``
-           ``[num_items, d]``, ``dense["mlp"]`` (the MLP tower) and
-           ``dense["out"]`` (the output layer).
+Split (top-level parameters of :class:`FedNCF`; see ``split.py``):
+  private: ``user_gmf`` ``[d]`` and ``user_mlp`` ``[d]`` — the user's two
+           embeddings, never uploaded.
+  shared:  tables ``items_gmf`` and ``items_mlp`` ``[num_items, d]``; ``mlp``
+           (the MLP tower) and ``out`` (the output layer).
 
 Forward pass for one client (NeuMF, without the final sigmoid)::
 
@@ -22,15 +21,18 @@ from __future__ import annotations
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from feddmr_jax.errors import ConfigError
-from feddmr_jax.models.base import (Context, Leaves, Model, ModelParams, apply_mlp,
-                                    init_mlp)
+from feddmr_jax.models.base import Context, Model
 from feddmr_jax.models.checks import check_fields
+from feddmr_jax.models.layers import MLP, embedding_init, glorot
+from feddmr_jax.models.split import ParamSplit, module_model
 
 Array = jax.Array
+SPLIT = ParamSplit(private=("user_gmf", "user_mlp"), tables=("items_gmf", "items_mlp"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,25 +55,31 @@ class FedNCFConfig:
             self.dim, self.dim // 2)
 
 
-def neumf_logits(params: ModelParams, items: Array) -> Array:
-    """NeuMF logits of one client.
+class FedNCF(nn.Module):
+    """NeuMF for one client (see the module docstring).
 
-    Args:
-      params: the client's parameters (see the module docstring).
-      items: ``[B]`` int32 item indices into the item tables.
-
-    Returns:
-      ``[B]`` logits.
+    Attributes:
+      config: hyperparameters.
+      num_items: rows of the item tables.
     """
-    private, shared = params.private.dense, params.shared
-    q_gmf = shared.tables["items_gmf"][items]                         # [B, d]
-    q_mlp = shared.tables["items_mlp"][items]                         # [B, d]
-    gmf = private["user_gmf"] * q_gmf                                 # [B, d]
-    user_mlp = jnp.broadcast_to(private["user_mlp"], q_mlp.shape)
-    mlp = jax.nn.relu(apply_mlp(shared.dense["mlp"],
-                                jnp.concatenate([user_mlp, q_mlp], -1)))  # [B, h_L]
-    features = jnp.concatenate([gmf, mlp], -1)
-    return apply_mlp(shared.dense["out"], features)[:, 0]
+
+    config: FedNCFConfig
+    num_items: int
+
+    @nn.compact
+    def __call__(self, items: Array, context: Context, *, deterministic: bool = True) -> Array:
+        """Logits ``[B]`` of items ``[B]`` (context is unused)."""
+        del context, deterministic
+        d = self.config.dim
+        init = embedding_init(self.config.init_scale)
+        q_gmf = self.param("items_gmf", init, (self.num_items, d))[items]    # [B, d]
+        q_mlp = self.param("items_mlp", init, (self.num_items, d))[items]    # [B, d]
+        gmf = self.param("user_gmf", init, (d,)) * q_gmf                     # [B, d]
+        user_mlp = jnp.broadcast_to(self.param("user_mlp", init, (d,)), q_mlp.shape)
+        mlp = MLP(self.config.hidden, activate_final=True, name="mlp")(
+            jnp.concatenate([user_mlp, q_mlp], -1))                          # [B, h_L]
+        out = nn.Dense(1, kernel_init=glorot, name="out")
+        return out(jnp.concatenate([gmf, mlp], -1))[:, 0]
 
 
 def build_fedncf(cfg: FedNCFConfig, num_items: int) -> Model:
@@ -85,27 +93,4 @@ def build_fedncf(cfg: FedNCFConfig, num_items: int) -> Model:
       The model; ``apply(params, items [B], context) -> logits [B]``.
     """
     cfg.validate()
-    d, hidden = cfg.dim, cfg.hidden
-
-    def init_shared(key: Array) -> Leaves:
-        k_gmf, k_mlp, k_tower, k_out = jax.random.split(key, 4)
-        return Leaves(
-            tables={"items_gmf": cfg.init_scale * jax.random.normal(k_gmf, (num_items, d)),
-                    "items_mlp": cfg.init_scale * jax.random.normal(k_mlp, (num_items, d))},
-            dense={"mlp": init_mlp(k_tower, (2 * d, *hidden)),
-                   "out": init_mlp(k_out, (d + hidden[-1], 1))})
-
-    def init_private(key: Array) -> Leaves:
-        k_gmf, k_mlp = jax.random.split(key)
-        return Leaves(tables={}, dense={
-            "user_gmf": cfg.init_scale * jax.random.normal(k_gmf, (d,)),
-            "user_mlp": cfg.init_scale * jax.random.normal(k_mlp, (d,))})
-
-    def apply(params: ModelParams, items: Array, context: Context, *,
-              key: Array | None = None) -> Array:
-        """Logits ``[B]`` of items ``[B]`` (context and key are unused)."""
-        del context, key
-        return neumf_logits(params, items)
-
-    return Model(name="fedncf", init_shared=init_shared, init_private=init_private,
-                 apply=apply, history_len=0, config=cfg)
+    return module_model("fedncf", FedNCF(cfg, num_items), SPLIT, history_len=0, config=cfg)

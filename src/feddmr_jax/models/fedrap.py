@@ -1,93 +1,32 @@
-"""FedRAP (Li, Long, Zhou, "Federated Recommendation with Additive Personalization", ICLR 2024).
+"""FedRAP's model (Li, Long, Zhou, "Federated Recommendation with Additive Personalization", ICLR 2024).
 
-Split (see :class:`feddmr_jax.models.base.ModelParams`):
-  private: ``tables["items_personal"]`` ``[num_items, d]`` — the item
-           personality D_u (item-indexed, so sparse mode gathers its rows), and
-           ``dense["head"]`` = ``{"w": [d], "b": []}`` — the score function (the
-           reference has no user embedding); never uploaded.
-  shared:  ``tables["items"]`` ``[num_items, d]`` — the item commonality C, averaged.
+Split (top-level parameters of :class:`FedRAP`; see ``split.py``):
+  private: table ``items_personal`` ``[num_items, d]`` — the item personality
+           D_u (item-indexed, so sparse mode gathers its rows), and
+           ``user_head`` = ``nn.Dense(1)`` — the score function (the reference
+           has no user embedding); never uploaded.
+  shared:  table ``items`` ``[num_items, d]`` — the item commonality C, averaged.
 
-Forward pass for one client: ``logit(i) = (D_u[i] + C[i]) @ w + b``; score =
-``sigmoid(logit)``. Local loss (:func:`fedrap_loss`), on the batch's rows::
-
-    BCE - lam * mean_{b, k} (D_u[i_b, k] - C[i_b, k])^2 + mu * mean_{b, k} |C[i_b, k]|
-
-What the reference code does (github.com/mtics/FedRAP; ``model/model.py`` at
-97ae87c, ``model/loss.py``, ``model/engine.py`` and ``train.py`` at 550765d):
-
-* Model (``model.py``): ``item_personality`` and ``item_commonality`` embeddings
-  (N(0, 1) init), ``affine_output = Linear(d, 1)``, sigmoid of
-  ``affine_output(personality + commonality)``.
-* Loss (``loss.py``, ``regular='l1'``): ``BCELoss(pred, y) - lambda *
-  MSELoss(D_rows, C_rows) + mu * L1Loss(C_rows, 0)``. The distance is
-  **subtracted** (D is pushed away from C); both regularizers are elementwise
-  means over the ``[B, d]`` rows looked up by the batch (duplicates counted),
-  not the whole tables. Other ``regular`` values (not implemented): ``l2``
-  (mean square), ``nuc`` (nuclear norm of the rows), ``inf``, ``none`` (mu = 0).
-* lambda/mu schedule: ``engine.py`` computes ``self.lam, self.mu`` per round
-  (``vary_param='tanh'``: ``tanh(round / 10) * lambda``; also sin, square, frac,
-  fixed) but ``Loss`` reads the fixed ``config['lambda']``/``config['mu']``, so
-  the schedule has no effect in that code. Not implemented.
-* Optimizer (``federatedTrainOneRound``): one SGD per client per round, lr
-  ``lr_network`` for the head and ``lr_args`` for D and C (C is trained locally
-  too), ``weight_decay = l2_regularization`` on all; ``ExponentialLR(0.95)``
-  stepped after every batch; after every round both lrs are multiplied by
-  ``decay_rate``. :func:`fedrap_optimizer` builds this (weight decay only on the
-  rows a client holds in sparse mode; the reference decays whole tables).
-* Local epochs: ``local_epoch`` with early stopping once the relative change of
-  the (cumulative) epoch loss is below ``tol`` — not implemented (fixed epochs).
-* Upload and aggregation: head and D are deleted; the server sets C to the
-  uniform mean of the participants' full C tables (``table_mean="participants"``).
-* Evaluation (``federatedEvaluate``): each user scores with its own head and
-  D_u from its last training and the server's aggregated C; a user who never
-  trained uses the initial model with the global C.
-* Defaults (``train.py`` at 550765d): ``lambda=0.1``, ``mu=0.1``,
-  ``regular='l1'``, ``lr_network=0.5``, ``lr_args=200``,
-  ``l2_regularization=1e-4``, ``decay_rate=0.97``, ``local_epoch=10``,
-  ``tol=1e-4``, ``batch_size=2048``, ``latent_dim=32``, ``num_negative=4``,
-  ``num_round=100``, ``clients_sample_ratio=1.0``, ``top_k=10``. (Another stored
-  version, 11159ed, has ``lr_network=0.1``, ``lr_args=100``, ``l2=0``; the README
-  runs ML-100K with ``--mu 1e-3 --l2_regularization 1e-6 --lr_network 1e-4
-  --lr_args 1e3``.) All clients start from one copy of the initial model.
-
-In the engine (``feddmr_jax.methods``, entry ``fedrap``):
-
-* **Memory.** D_u is a private item table, so the private store holds
-  ``U x I x d`` floats (4 bytes each): 0.2 GB on ML-100K (943 x 1682 x 32),
-  4.3 GB on Last.fm-2K (1892 x 17632), 12.2 GB on Amazon-Video (8072 x 11830).
-  ``train.max_private_gb`` (default 4 GiB) bounds it: a larger store is refused
-  before training with an error naming the sizes (lower ``model.dim`` or raise
-  the bound if the machine has the memory).
-* **Sparse mode** (default): a client reads only its local rows of D_u (its
-  positives, negatives) and writes back only the rows it trained on, like the
-  shared C rows; equal to the dense mode when ``weight_decay = 0`` (with weight
-  decay the dense mode also shrinks D_u's untouched rows, as the reference does;
-  the sparse mode leaves them alone).
-* **Optimizer.** :func:`fedrap_optimizer` of round ``r - 1`` (the engine's rounds
-  are 1-based), built inside the compiled step from the traced round index, so
-  the per-round decay recompiles nothing; the ``[train]`` optimizer and lrs are
-  unused. Reference ``[train]`` defaults: ``mu = 0`` (no proximal term),
-  ``table_mean = "participants"``, batch 2048, 10 local epochs, 4 negatives.
-* Evaluation is global: the server's C, the user's D_u and head.
+Forward pass for one client: ``logit(i) = user_head(D_u[i] + C[i])``; score =
+``sigmoid(logit)`` (reference ``model/model.py``: both embeddings N(0, 1),
+``affine_output = Linear(d, 1)``). Its loss terms, optimizer and defaults are
+``feddmr_jax/methods/fedrap.py``; the config's training fields are read there.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import TYPE_CHECKING
 
+import flax.linen as nn
 import jax
-import jax.numpy as jnp
-import optax
 
-from feddmr_jax.models.base import ApplyFn, Context, Leaves, Model, ModelParams
+from feddmr_jax.models.base import Context, Model
 from feddmr_jax.models.checks import check_fields
-
-if TYPE_CHECKING:
-    from feddmr_jax.losses import Batch, LossFn, LossTerm
+from feddmr_jax.models.layers import embedding_init, torch_linear_init
+from feddmr_jax.models.split import ParamSplit, module_model
 
 Array = jax.Array
+SPLIT = ParamSplit(private=("items_personal", "user_head"), tables=("items_personal", "items"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,100 +50,28 @@ class FedRAPConfig:
                      unit_interval=("step_decay", "round_decay"))
 
 
-def _batch_rows(params: ModelParams, items: Array) -> tuple[Array, Array]:
-    """``(D_u[items], C[items])``, each ``[B, d]``."""
-    return (params.private.tables["items_personal"][items],
-            params.shared.tables["items"][items])
+class FedRAP(nn.Module):
+    """``logit(i) = user_head(items_personal[i] + items[i])``.
 
-
-def fedrap_distance(lam: float) -> LossTerm:
-    """``-lam * mean((D_u[i] - C[i])^2)`` over the batch's real rows and all d columns.
-
-    Args:
-      lam: weight lambda (the term is subtracted, as in the reference).
-
-    Returns:
-      A loss term ``(params, global_shared, batch) -> scalar``.
+    Attributes:
+      config: hyperparameters (``dim``, ``init_scale``).
+      num_items: rows of both item tables.
     """
-    from feddmr_jax.losses import masked_mean  # not at module level: see fedrap_loss
 
-    def term(params: ModelParams, global_shared: Leaves, batch: Batch) -> Array:
-        del global_shared
-        personal, common = _batch_rows(params, batch.items)
-        return -lam * masked_mean(jnp.mean(jnp.square(personal - common), -1), batch.mask)
+    config: FedRAPConfig
+    num_items: int
 
-    return term
-
-
-def fedrap_sparsity(mu: float) -> LossTerm:
-    """``mu * mean(|C[i]|)`` over the batch's real rows and all d columns.
-
-    Args:
-      mu: weight mu.
-
-    Returns:
-      A loss term ``(params, global_shared, batch) -> scalar``.
-    """
-    from feddmr_jax.losses import masked_mean  # not at module level: see fedrap_loss
-
-    def term(params: ModelParams, global_shared: Leaves, batch: Batch) -> Array:
-        del global_shared
-        _, common = _batch_rows(params, batch.items)
-        return mu * masked_mean(jnp.mean(jnp.abs(common), -1), batch.mask)
-
-    return term
-
-
-def fedrap_loss(apply: ApplyFn, cfg: FedRAPConfig, **extra_terms: LossTerm) -> LossFn:
-    """The reference's local loss: BCE, distance and sparsity (plus ``extra_terms``).
-
-    Args:
-      apply: the FedRAP model's ``apply``.
-      cfg: model config (``lam``, ``mu``).
-      **extra_terms: further named loss terms ``(params, global_shared, batch)``.
-
-    Returns:
-      ``compose(data=bce(apply), distance=..., sparsity=..., **extra_terms)``.
-    """
-    # Imported here, not at module level: losses.py and federated/ import
-    # models.base, whose package __init__ imports this module (a cycle).
-    from feddmr_jax.losses import bce, compose
-
-    return compose(data=bce(apply), distance=fedrap_distance(cfg.lam),
-                   sparsity=fedrap_sparsity(cfg.mu), **extra_terms)
-
-
-def fedrap_optimizer(cfg: FedRAPConfig, round_index: int | Array = 0
-                     ) -> optax.GradientTransformation:
-    """The reference's client optimizer for round ``round_index`` (0-based).
-
-    Tables (D and C) use SGD with lr ``lr_args``, dense leaves (the head) lr
-    ``lr_network``; both scaled by ``round_decay ** round_index`` and by
-    ``step_decay ** step`` within the round, after torch-style weight decay.
-
-    Args:
-      cfg: model config.
-      round_index: the round (scalar; may be traced).
-
-    Returns:
-      An optax transformation over :class:`ModelParams`.
-    """
-    scale = cfg.round_decay ** round_index
-
-    def sgd(lr: float) -> optax.GradientTransformation:
-        schedule = optax.exponential_decay(lr * scale, transition_steps=1,
-                                           decay_rate=cfg.step_decay)
-        return optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.sgd(schedule))
-
-    def labels(params: ModelParams) -> ModelParams:
-        def half(leaves: Leaves) -> Leaves:
-            return Leaves(tables=jax.tree.map(lambda _: "args", leaves.tables),
-                          dense=jax.tree.map(lambda _: "network", leaves.dense))
-
-        return ModelParams(private=half(params.private), shared=half(params.shared))
-
-    return optax.multi_transform({"network": sgd(cfg.lr_network), "args": sgd(cfg.lr_args)},
-                                 labels)
+    @nn.compact
+    def __call__(self, items: Array, context: Context, *, deterministic: bool = True) -> Array:
+        """Logits ``[B]`` of items ``[B]`` (context is unused)."""
+        del context, deterministic
+        d = self.config.dim
+        init = embedding_init(self.config.init_scale)
+        personal = self.param("items_personal", init, (self.num_items, d))[items]   # [B, d]
+        common = self.param("items", init, (self.num_items, d))[items]              # [B, d]
+        head = nn.Dense(1, kernel_init=torch_linear_init(d), bias_init=torch_linear_init(d),
+                        name="user_head")
+        return head(personal + common)[:, 0]
 
 
 def build_fedrap(cfg: FedRAPConfig, num_items: int) -> Model:
@@ -215,31 +82,7 @@ def build_fedrap(cfg: FedRAPConfig, num_items: int) -> Model:
       num_items: catalogue size I.
 
     Returns:
-      The model; ``apply(params, items [B], context) -> logits [B]``. Train it
-      with ``gradient_step(fedrap_loss(model.apply, cfg), fedrap_optimizer(cfg))``.
+      The model; ``apply(params, items [B], context) -> logits [B]``.
     """
     cfg.validate()
-    d = cfg.dim
-    bound = 1.0 / math.sqrt(d)
-
-    def init_shared(key: Array) -> Leaves:
-        return Leaves(tables={"items": cfg.init_scale * jax.random.normal(key, (num_items, d))},
-                      dense={})
-
-    def init_private(key: Array) -> Leaves:
-        k_items, k_w, k_b = jax.random.split(key, 3)
-        head = {"w": jax.random.uniform(k_w, (d,), minval=-bound, maxval=bound),
-                "b": jax.random.uniform(k_b, (), minval=-bound, maxval=bound)}
-        personal = cfg.init_scale * jax.random.normal(k_items, (num_items, d))
-        return Leaves(tables={"items_personal": personal}, dense={"head": head})
-
-    def apply(params: ModelParams, items: Array, context: Context, *,
-              key: Array | None = None) -> Array:
-        """Logits ``[B]`` of items ``[B]`` (context and key are unused)."""
-        del context, key
-        personal, common = _batch_rows(params, items)
-        head = params.private.dense["head"]
-        return jnp.dot(personal + common, head["w"]) + head["b"]
-
-    return Model(name="fedrap", init_shared=init_shared, init_private=init_private,
-                 apply=apply, history_len=0, config=cfg)
+    return module_model("fedrap", FedRAP(cfg, num_items), SPLIT, history_len=0, config=cfg)

@@ -1,76 +1,31 @@
-"""PFedRec (Zhang et al., "Dual Personalization on Federated Recommendation", IJCAI 2023).
+"""PFedRec's score model (Zhang et al., "Dual Personalization on Federated Recommendation", IJCAI 2023).
 
-Split (see :class:`feddmr_jax.models.base.ModelParams`):
-  private: ``dense["head"]`` = ``{"w": [d], "b": []}`` — the user's score function
-           (there is no user embedding), never uploaded.
-  shared:  ``tables["items"]`` ``[num_items, d]`` — the item table, averaged.
+Split (top-level parameters of :class:`PFedRec`; see ``split.py``):
+  private: ``user_head`` = ``nn.Dense(1)`` (kernel ``[d, 1]``, bias ``[1]``) —
+           the user's score function (there is no user embedding), never uploaded.
+  shared:  table ``items`` ``[num_items, d]`` — the item table, averaged.
 
 Forward pass for one client: ``logit(i) = E[i] @ w + b``; the reference scores
-``sigmoid(logit)`` and trains with ``BCELoss``, i.e. BCE on this logit.
-
-What the reference code does (github.com/Zhangcx19/IJCAI-23-PFedRec, commit
-f65423f; files ``mlp.py``, ``engine.py``, ``train.py``, ``data.py``):
-
-* Model (``mlp.py``, ``MLP``): ``embedding_item`` (``nn.Embedding``, N(0, 1)
-  init), ``affine_output = Linear(d, 1)`` (torch default init
-  U(-1/sqrt(d), 1/sqrt(d)) for weight and bias), then ``Sigmoid``.
-* Local step (``engine.py``, ``fed_train_single_batch``), per minibatch: forward,
-  BCE, backward, SGD step on the score head only (lr ``lr``); then a **second
-  forward pass** with the updated head, BCE, backward, SGD step on the item
-  table only (lr ``lr * num_items * lr_eta``, ``fed_train_a_round``). Both SGDs
-  use ``weight_decay = l2_regularization`` (default 0), no momentum; the
-  optimizers are created anew every round. The batch loss it returns and logs
-  is the **second** pass's (``loss_i``); the round's client loss is the
-  sample-weighted mean of those. :func:`pfedrec_local_step` does the same.
-* Defaults (``train.py``): ``lr=0.1``, ``lr_eta=80``, ``latent_dim=32``,
-  ``batch_size=256``, ``local_epoch=1``, ``num_round=100``, ``num_negative=4``
-  (resampled every round), ``clients_sample_ratio=1.0``, ``l2_regularization=0``.
-* Aggregation (``aggregate_clients_params``): uniform mean over the round's
-  participants of their full uploaded state (the item table, and also the head
-  bias, because only ``affine_output.weight`` is deleted before upload); clients
-  load only ``embedding_item.weight`` from the server, so the averaged bias is
-  never used. Untouched item rows enter the mean with the broadcast value
-  (the engine's ``table_mean="participants"``).
-* Initialization: every client starts from one copy of the same initial model
-  (same head for everyone); a client's head is then kept across rounds.
-* Evaluation (``fed_evaluate``): every user who has trained scores its test and
-  99 negative items with **its own stored state after its last local training**,
-  i.e. its private head and its *locally updated* item table (the personalized
-  item view), not the server's aggregated table; a user who never trained uses
-  the initial model. Model selection is by validation HR@10.
-
-In the engine (``feddmr_jax.methods``, entry ``pfedrec``): the local step is
-:func:`pfedrec_local_step`, the reference's ``[train]`` values are the
-defaults (``mu = 0``, ``table_mean = "participants"``, batch 256, 1 epoch, 4
-negatives), and evaluation is *local*: each client's local table also holds
-the rows of its validation and test candidates, and after local training those
-rows are written to its private store (``[U, Cv + Ct, d]``, not ``[U, I, d]``;
-federated/private_store.py), which the evaluator uses instead of the global
-rows. A candidate row the client did not train on holds the global row it
-received in its last round, as in the reference's stored client state.
-
-Not reproduced: the shared initial head (the engine initializes each client
-from its own key), the uploaded-but-unused head bias, and ``BCELoss``'s clamp
-of ``log`` at -100 (we use the exact BCE on logits).
+``sigmoid(logit)`` (``mlp.py``: ``embedding_item`` N(0, 1), ``affine_output =
+Linear(d, 1)`` with torch's default init). Its training recipe (two SGD passes
+per batch, local evaluation, reference defaults) is ``feddmr_jax/methods/pfedrec.py``;
+the config's learning-rate fields are read there.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import TYPE_CHECKING
 
+import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from feddmr_jax.models.base import ApplyFn, Context, Leaves, Model, ModelParams
+from feddmr_jax.models.base import Context, Model
 from feddmr_jax.models.checks import check_fields
-
-if TYPE_CHECKING:
-    from feddmr_jax.federated.client import LocalStep
-    from feddmr_jax.losses import Batch, LossTerm
+from feddmr_jax.models.layers import embedding_init, torch_linear_init
+from feddmr_jax.models.split import ParamSplit, module_model
 
 Array = jax.Array
+SPLIT = ParamSplit(private=("user_head",), tables=("items",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,80 +43,26 @@ class PFedRecConfig:
                      non_negative=("init_scale", "lr", "lr_eta", "weight_decay"))
 
 
-def pfedrec_item_lr(num_items: int, lr: float = 0.1, lr_eta: float = 80.0) -> float:
-    """The reference's item-table learning rate ``lr * num_items * lr_eta``.
+class PFedRec(nn.Module):
+    """``logit(i) = user_head(items[i])``.
 
-    Args:
-      num_items: catalogue size I (the full catalogue, also in sparse mode).
-      lr: the head learning rate.
-      lr_eta: the multiplier.
-
-    Returns:
-      The item SGD learning rate (13456.0 for ML-100K's 1682 items).
+    Attributes:
+      config: hyperparameters (``dim``, ``init_scale``).
+      num_items: rows of the item table.
     """
-    return lr * num_items * lr_eta
 
+    config: PFedRecConfig
+    num_items: int
 
-def _with_head(params: ModelParams, head: dict[str, Array]) -> ModelParams:
-    dense = {**params.private.dense, "head": head}
-    return params._replace(private=params.private._replace(dense=dense))
-
-
-def _with_items(params: ModelParams, items: Array) -> ModelParams:
-    tables = {**params.shared.tables, "items": items}
-    return params._replace(shared=params.shared._replace(tables=tables))
-
-
-def _sgd(value, grad, lr: float, weight_decay: float):
-    """torch ``SGD`` without momentum: ``p -= lr * (g + weight_decay * p)``."""
-    return jax.tree.map(lambda p, g: p - lr * (g + weight_decay * p), value, grad)
-
-
-def pfedrec_local_step(apply: ApplyFn, *, head_lr: float, item_lr: float,
-                       weight_decay: float = 0.0, **extra_terms: LossTerm) -> LocalStep:
-    """PFedRec's two-stage minibatch step (``engine.py``, ``fed_train_single_batch``).
-
-    Per batch: ``head <- head - head_lr * d loss / d head`` at the current
-    params, then, with the **updated** head, a second forward/backward and
-    ``items <- items - item_lr * d loss / d items``. The loss is
-    ``bce(apply)`` plus ``extra_terms`` (e.g. ``prox=proximal(mu)``), the same in
-    both passes. No optimizer state.
-
-    Args:
-      apply: the PFedRec model's ``apply``.
-      head_lr: SGD lr of ``private.dense["head"]`` (reference: 0.1).
-      item_lr: SGD lr of ``shared.tables["items"]`` (:func:`pfedrec_item_lr`).
-      weight_decay: torch-style SGD weight decay of both steps.
-      **extra_terms: further named loss terms ``(params, global_shared, batch)``.
-
-    Returns:
-      A :class:`LocalStep` whose ``step`` returns the second pass's loss (the
-      value the reference logs).
-    """
-    # Imported here, not at module level: losses.py and federated/ import
-    # models.base, whose package __init__ imports this module (a cycle).
-    from feddmr_jax.federated.client import LocalStep
-    from feddmr_jax.losses import bce, compose
-
-    loss_fn = compose(data=bce(apply), **extra_terms)
-
-    def step(params: ModelParams, opt_state, global_shared: Leaves, batch: Batch):
-        def head_loss(head):
-            return loss_fn(_with_head(params, head), global_shared, batch)[0]
-
-        head = params.private.dense["head"]
-        params = _with_head(params, _sgd(head, jax.grad(head_loss)(head), head_lr,
-                                         weight_decay))
-
-        def item_loss(items):
-            return loss_fn(_with_items(params, items), global_shared, batch)[0]
-
-        items = params.shared.tables["items"]
-        loss, g_items = jax.value_and_grad(item_loss)(items)
-        params = _with_items(params, _sgd(items, g_items, item_lr, weight_decay))
-        return params, opt_state, loss
-
-    return LocalStep(init=lambda params: (), step=step)
+    @nn.compact
+    def __call__(self, items: Array, context: Context, *, deterministic: bool = True) -> Array:
+        """Logits ``[B]`` of items ``[B]`` (context is unused)."""
+        del context, deterministic
+        d = self.config.dim
+        table = self.param("items", embedding_init(self.config.init_scale), (self.num_items, d))
+        head = nn.Dense(1, kernel_init=torch_linear_init(d), bias_init=torch_linear_init(d),
+                        name="user_head")
+        return head(table[items])[:, 0]
 
 
 def build_pfedrec(cfg: PFedRecConfig, num_items: int) -> Model:
@@ -172,31 +73,7 @@ def build_pfedrec(cfg: PFedRecConfig, num_items: int) -> Model:
       num_items: catalogue size I.
 
     Returns:
-      The model; ``apply(params, items [B], context) -> logits [B]``. Train it
-      with ``pfedrec_local_step(model.apply, head_lr=cfg.lr,
-      item_lr=pfedrec_item_lr(num_items, cfg.lr, cfg.lr_eta),
-      weight_decay=cfg.weight_decay)``.
+      The model; ``apply(params, items [B], context) -> logits [B]``.
     """
     cfg.validate()
-    d = cfg.dim
-    bound = 1.0 / math.sqrt(d)
-
-    def init_shared(key: Array) -> Leaves:
-        return Leaves(tables={"items": cfg.init_scale * jax.random.normal(key, (num_items, d))},
-                      dense={})
-
-    def init_private(key: Array) -> Leaves:
-        k_w, k_b = jax.random.split(key)
-        head = {"w": jax.random.uniform(k_w, (d,), minval=-bound, maxval=bound),
-                "b": jax.random.uniform(k_b, (), minval=-bound, maxval=bound)}
-        return Leaves(tables={}, dense={"head": head})
-
-    def apply(params: ModelParams, items: Array, context: Context, *,
-              key: Array | None = None) -> Array:
-        """Logits ``[B]`` of items ``[B]`` (context and key are unused)."""
-        del context, key
-        head = params.private.dense["head"]
-        return jnp.dot(params.shared.tables["items"][items], head["w"]) + head["b"]
-
-    return Model(name="pfedrec", init_shared=init_shared, init_private=init_private,
-                 apply=apply, history_len=0, config=cfg)
+    return module_model("pfedrec", PFedRec(cfg, num_items), SPLIT, history_len=0, config=cfg)

@@ -1,0 +1,59 @@
+"""What a method is: one registry entry (:class:`Method`) and the shared defaults.
+
+A method file (``methods/<name>.py``) builds one :class:`Method` named
+``METHOD`` from its model (``feddmr_jax.models``) and its recipe; the registry
+in ``methods/__init__.py`` lists them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import optax
+
+from feddmr_jax.federated.client import LocalStep
+from feddmr_jax.losses import LossTerm
+from feddmr_jax.models.base import Model
+
+Array = jax.Array
+
+EVAL_MODES = ("global", "local")
+
+# [train] keys of the client optimizer: unused by methods whose learning rates are [model] fields.
+OWN_OPTIMIZER = ("optimizer", "lr", "embedding_lr")
+
+
+class Method(NamedTuple):
+    """One registry entry.
+
+    Attributes:
+      name: the ``train.model`` value.
+      config: dataclass of the ``[model]`` section.
+      build: ``(config, num_items) -> Model``.
+      loss_terms: ``model -> {name: term}``, model-specific terms added to BCE.
+      local_step: ``(model, num_items, regularizers) -> LocalStep``, a custom
+        minibatch step (``regularizers``: proximal, l2 and user terms), or None
+        for the gradient step of the composed loss.
+      round_optimizer: ``(config, round_index) -> optax transformation`` (round
+        1-based, traced), replacing the ``[train]`` optimizer, or None.
+      eval_mode: ``"global"`` or ``"local"`` (see ``methods/__init__.py``).
+      train_defaults: ``[train]`` values of the reference protocol.
+      unused_train: ``[train]`` keys this method ignores.
+    """
+
+    name: str
+    config: type
+    build: Callable[[Any, int], Model]
+    loss_terms: Callable[[Model], dict[str, LossTerm]]
+    local_step: Callable[[Model, int, dict[str, LossTerm]], LocalStep] | None = None
+    round_optimizer: Callable[[Any, Array], optax.GradientTransformation] | None = None
+    eval_mode: str = "global"
+    train_defaults: Mapping[str, Any] = {}
+    unused_train: tuple[str, ...] = ()
+
+
+def no_terms(model: Model) -> dict[str, LossTerm]:
+    """No model-specific loss terms (BCE and the ``[train]`` regularizers only)."""
+    del model
+    return {}
