@@ -1,8 +1,10 @@
 """Shared test fixtures.
 
 Real datasets are read from ``$FEDDMR_DATA_DIR``, else from ``../shared/data``
-next to the project; tests that need them are skipped when absent. Dataset
-files are never copied into the repository.
+next to the project. Tests that need them are skipped when neither is there; a
+``FEDDMR_DATA_DIR`` that is set but lacks the datasets is an error (a wrong path
+in CI must not skip them quietly). Dataset files are never copied into the
+repository.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 import pytest
 
 _DEFAULT_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The folders test_data_real.py reads under the data dir.
+REAL_DATASETS = ("ml-100k", "lastfm-2k", "amazon-video")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -31,12 +35,24 @@ def _compilation_cache():
 
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
-    """The folder holding the real test datasets; skips the test when absent."""
+    """The folder holding the real test datasets.
+
+    Skips the test when ``FEDDMR_DATA_DIR`` is unset and ``../shared/data`` is
+    absent; fails it (one line) when ``FEDDMR_DATA_DIR`` is set but is not a
+    folder holding every dataset of ``REAL_DATASETS``.
+    """
     env = os.environ.get("FEDDMR_DATA_DIR")
-    folder = Path(env) if env else _DEFAULT_SHARED
-    if not folder.is_dir():
-        pytest.skip(f"real datasets not available: set FEDDMR_DATA_DIR (looked in {folder})")
-    return folder
+    if env:
+        folder = Path(env)
+        missing = [name for name in REAL_DATASETS if not (folder / name).is_dir()]
+        if missing:
+            pytest.fail(f"FEDDMR_DATA_DIR={env} is set but lacks {', '.join(missing)} "
+                        "(unset it to skip the real-data tests)", pytrace=False)
+        return folder
+    if not _DEFAULT_SHARED.is_dir():
+        pytest.skip("real datasets not available: set FEDDMR_DATA_DIR "
+                    f"(looked in {_DEFAULT_SHARED})")
+    return _DEFAULT_SHARED
 
 
 @pytest.fixture

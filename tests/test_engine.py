@@ -14,6 +14,7 @@ import optax
 import pytest
 
 from feddmr_jax.federated.algorithm import RoundConfig, build_algorithm
+from feddmr_jax.federated.client import gradient_step
 from feddmr_jax.train import (build_client_optimizer, build_experiment, build_loss,
                               evaluate_state, run_round)
 from feddmr_jax.timing import CompileWatch
@@ -105,28 +106,47 @@ def test_full_participation_compiles_only_in_round_one():
     assert watch.compiles == 0
 
 
-def test_mu_zero_is_plain_fedavg():
-    """mu = 0 adds no term: the round equals one with the BCE loss alone."""
-    from feddmr_jax.federated.client import gradient_step
-    from feddmr_jax.losses import bce, compose
+def _round_with_loss(exp, loss_fn, state):
+    """One round of ``exp`` with its algorithm rebuilt around ``loss_fn`` (a plain
+    gradient step of that loss; nothing else from ``build_loss``)."""
+    t = exp.cfg.train
+    algorithm = build_algorithm(exp.model, gradient_step(loss_fn, build_client_optimizer(t)),
+                                optax.sgd(1.0),
+                                RoundConfig(num_clients=exp.split.num_users,
+                                            num_items=exp.split.num_items,
+                                            local_epochs=t.local_epochs, batch_size=t.batch_size))
+    state, _ = run_round(dataclasses.replace(exp, algorithm=algorithm), copy_tree(state), 1)
+    return state
 
-    cfg = tiny_config(mu=0.0)
+
+def test_mu_zero_is_plain_fedavg():
+    """FedAvg (BCE alone, no proximal term anywhere) == mu = 0 through the composed
+    loss (an explicit proximal(0) term) == the experiment built with mu = 0; and
+    mu > 0, through build_experiment, differs from FedAvg and matches a hand-composed
+    BCE + proximal(mu) loss."""
+    from feddmr_jax.losses import bce, compose, proximal
+
+    cfg = tiny_config(mu=0.0, local_epochs=2)
     exp = build_experiment(cfg)
-    t = cfg.train
-    plain = build_algorithm(exp.model,
-                            gradient_step(compose(bce=bce(exp.model.apply)),
-                                          build_client_optimizer(t)),
-                            optax.sgd(1.0),
-                            RoundConfig(num_clients=exp.split.num_users,
-                                        num_items=exp.split.num_items,
-                                        local_epochs=t.local_epochs, batch_size=t.batch_size))
-    state = exp.algorithm.init(exp.keys["init"])
-    state_plain = copy_tree(state)
-    state, _ = run_round(exp, state, 1)
-    exp_plain = dataclasses.replace(exp, algorithm=plain)
-    state_plain, _ = run_round(exp_plain, state_plain, 1)
-    assert max_abs_diff(state.shared, state_plain.shared) == 0.0
-    assert "proximal" not in build_loss(exp.model, t)(*_loss_args(exp, state))[1]
+    init = copy_tree(exp.algorithm.init(exp.keys["init"]))
+    fedavg = _round_with_loss(exp, compose(bce=bce(exp.model.apply)), init)
+    mu_zero = _round_with_loss(exp, compose(bce=bce(exp.model.apply), proximal=proximal(0.0)),
+                               init)
+    assert max_abs_diff(fedavg.shared, mu_zero.shared) < 1e-6     # a zero gradient term: ulps
+    built, _ = run_round(exp, copy_tree(init), 1)
+    assert max_abs_diff(fedavg.shared, built.shared) == 0.0
+    assert "proximal" not in build_loss(exp.model, cfg.train)(*_loss_args(exp, init))[1]
+
+    mu = 1.0
+    exp_mu = build_experiment(tiny_config(mu=mu, local_epochs=2))
+    assert max_abs_diff(init.shared, exp_mu.algorithm.init(exp_mu.keys["init"]).shared) == 0.0
+    built_mu, _ = run_round(exp_mu, copy_tree(init), 1)
+    assert max_abs_diff(fedavg.shared, built_mu.shared) > 1e-4
+    hand_mu = _round_with_loss(exp, compose(bce=bce(exp.model.apply), proximal=proximal(mu)),
+                               init)
+    assert max_abs_diff(hand_mu.shared, built_mu.shared) < 1e-6
+    # The proximal pull keeps the round's step smaller than FedAvg's.
+    assert max_abs_diff(init.shared, built_mu.shared) < max_abs_diff(init.shared, fedavg.shared)
 
 
 def _loss_args(exp, state):

@@ -164,18 +164,35 @@ def test_flag_model_retypes_the_file_model_section(tmp_path, capsys):
 
 
 def test_cli_trains_a_baseline_and_resumes_with_its_config(tmp_path, capsys):
+    """A run cut after round 1 and resumed by the CLI from its saved config ends
+    exactly where the uninterrupted CLI run does (a lost baseline field, e.g.
+    model.lr_eta, would change round 2)."""
+    from feddmr_jax.train import Interrupted, load_run_config, train
+
+    data = tmp_path / "data.toml"
+    data.write_text('[data]\nsynthetic_users = 30\nsynthetic_items = 40\n'
+                    'synthetic_interactions = 8.0\neval_negatives = 10\n')
     out = tmp_path / "run"
-    flags = ["--dataset", "synthetic", "--model", "pfedrec", "--rounds", "2", "--dim", "4",
-             "--lr-eta", "20", "--batch-size", "16", "--chunk-size", "8",
-             "--checkpoint-every", "1", "--quiet", "--out", str(out)]
+    flags = ["--config", str(data), "--dataset", "synthetic", "--model", "pfedrec",
+             "--rounds", "2", "--dim", "4", "--lr-eta", "20", "--batch-size", "16",
+             "--chunk-size", "8", "--checkpoint-every", "1", "--quiet", "--out", str(out)]
     assert cli.main(["train", *flags]) == 0
     saved = json.loads((out / "config.json").read_text())
     assert saved["train"]["model"] == "pfedrec" and saved["model"]["lr_eta"] == 20.0
     assert saved["train"]["table_mean"] == "participants"           # the method's default
+    assert saved["data"]["synthetic_users"] == 30
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 <= summary["test"]["hr@10"] <= 1.0
+
+    cut = tmp_path / "cut"
+    with pytest.raises(Interrupted):
+        train(load_run_config(out), cut, progress=False, stop_after_round=1)
     capsys.readouterr()
-    assert cli.main(["train", "--resume", str(out), "--quiet"]) == 0
-    resumed = json.loads((out / "summary.json").read_text())
+    assert cli.main(["train", "--resume", str(cut), "--quiet"]) == 0
+    resumed = json.loads((cut / "summary.json").read_text())
     assert resumed["resumed"] and resumed["config"] == summary["config"]
-    assert resumed["test"] == summary["test"]
+    assert (resumed["best_round"], resumed["val"], resumed["test"]) == (
+        summary["best_round"], summary["val"], summary["test"])
+    rows = lambda run: [(r["round"], r["train_loss"], r.get("val")) for r in  # noqa: E731
+                        map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+    assert rows(cut) == rows(out)

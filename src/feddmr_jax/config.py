@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -51,6 +52,10 @@ log = logging.getLogger(__name__)
 
 # train.eval_mode values (None and "default": the method's own, feddmr_jax.methods).
 EVAL_MODE_CHOICES = (None, "default", "global", "local")
+# The metrics evaluation reports (feddmr_jax.metrics.ranking_metrics at the
+# scorer's cut-off k = 10, evaluate.make_scorer); train.select_metric is one
+# of them. tests/test_config_validation.py checks this list against evaluate().
+EVAL_METRICS = ("hr@10", "ndcg@10", "precision@10", "recall@10", "mrr", "auc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +89,19 @@ class DataConfig:
             return {}
         return {"num_users": self.synthetic_users, "num_items": self.synthetic_items,
                 "mean_interactions": self.synthetic_interactions, "seed": self.synthetic_seed}
+
+    def validate(self) -> None:
+        if self.split not in ("loo", "ratio"):
+            raise ConfigError(f"data.split must be loo or ratio, got {self.split!r}")
+        for name in ("eval_negatives", "synthetic_users", "synthetic_items"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.synthetic_interactions > 0:
+            raise ConfigError("data.synthetic_interactions must be positive, "
+                              f"got {self.synthetic_interactions}")
+        for name in ("eval_seed", "synthetic_seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"data.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +149,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         positive = ("rounds", "local_epochs", "batch_size", "chunk_size", "eval_every",
-                    "max_private_gb")
+                    "max_private_gb", "server_lr")
         if self.devices is not None and self.devices < 1:
             raise ConfigError(f"train.devices must be >= 1, got {self.devices}")
         for name in positive:
@@ -140,6 +158,13 @@ class TrainConfig:
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
             raise ConfigError("train.checkpoint_every must be >= 0 and train.keep_checkpoints >= 1, "
                               f"got {self.checkpoint_every} and {self.keep_checkpoints}")
+        fractions = ("fault_nan", "fault_scale", "client_dropout")
+        for name in fractions:
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
+        if sum(getattr(self, name) for name in fractions) >= 1.0:
+            raise ConfigError("train.fault_nan + train.fault_scale + train.client_dropout "
+                              "must sum to less than 1")
         self.faults().validate()
         aggregators = ("mean", "clipped_mean", "median", "trimmed_mean")
         if self.aggregator not in aggregators:
@@ -175,6 +200,13 @@ class TrainConfig:
             raise ConfigError(f"train.clients_per_round must be >= 1, got {self.clients_per_round}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"train.patience must be >= 1, got {self.patience}")
+        if self.select_metric not in EVAL_METRICS:
+            raise ConfigError(f"train.select_metric must be a metric the evaluation reports "
+                              f"({', '.join(EVAL_METRICS)}), got {self.select_metric!r}")
+        if self.seed < 0:
+            raise ConfigError(f"train.seed must be >= 0, got {self.seed}")
+        if not math.isfinite(self.fault_factor):
+            raise ConfigError(f"train.fault_factor must be finite, got {self.fault_factor}")
         self._validate_privacy()
 
     def _validate_privacy(self) -> None:
