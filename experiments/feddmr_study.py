@@ -9,7 +9,9 @@ Protocol, per method (``--methods``; FedDMR and the baselines get the same proce
    the method's reference values; for each knob of ``KNOBS[method]`` in the stated order, run
    the current point with the knob set to each of its values, keep the best on **validation**
    HR@10 (within ``--near-tie`` of the best: the higher validation AUC; exact ties: the current
-   point, then the earlier value), move on. ``--grid`` replaces the search by an explicit list.
+   point, then the earlier value), move on. ``--knobs`` reorders or narrows the knobs,
+   ``--max-points`` caps the screen points per method (the same budget for every method),
+   ``--grid`` replaces the search by an explicit list of points.
 2. **confirm** (``--stage confirm``, the default): the ``--top`` best screened points (same
    rule, applied repeatedly) run ``--rounds`` rounds (default 100) with ``--seeds`` seeds
    (default 3); the chosen point is the best on the validation means over seeds.
@@ -266,13 +268,16 @@ class Study:
         if points is not None:
             for p in points:
                 self.config(p, seed=SCREEN_SEED, rounds=1)       # a bad key: ConfigError
-            points = [canonical(p, self.reference) for p in points]
+            canon = [canonical(p, self.reference) for p in points]
+            points = [p for i, p in enumerate(canon) if p not in canon[:i]]   # no duplicates
             for p in points:
                 run(p, knob="grid")
             return points
-        return sequential_search(KNOBS[self.method], self.reference,
-                                 lambda p: self.config(p, seed=SCREEN_SEED, rounds=self.args.screen_rounds),
-                                 run, self.args.near_tie, self.args.max_points)
+        config_of = lambda p: self.config(  # noqa: E731
+            p, seed=SCREEN_SEED, rounds=self.args.screen_rounds)
+        return sequential_search(knobs_for(self.method, self.args.knobs), self.reference,
+                                 config_of, run,
+                                 self.args.near_tie, self.args.max_points)
 
     def confirm(self, screened: list[Point]) -> Point:
         """The confirm stage; returns the chosen point."""
@@ -327,6 +332,15 @@ def sequential_search(knobs: tuple[Knob, ...], reference: config_lib.RunConfig,
     return seen
 
 
+def knobs_for(method: str, order: str | None) -> tuple[Knob, ...]:
+    """``KNOBS[method]``, or with ``--knobs`` those of its knobs named there, in that order."""
+    if not order:
+        return KNOBS[method]
+    keys = [k.strip() for k in order.split(",") if k.strip()]
+    known = {k.key: k for k in KNOBS[method]}
+    return tuple(known[k] for k in keys if k in known)
+
+
 def knob_keys(method: str, points: list[Point]) -> list[str]:
     """Every key the method's knobs (compound values included) or ``points`` set."""
     keys = [knob.key for knob in KNOBS[method]]
@@ -346,10 +360,10 @@ def write_rows(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def knob_rows(methods: list[str]) -> list[dict]:
+def knob_rows(methods: list[str], order: str | None) -> list[dict]:
     return [{"method": m, "order": i, "knob": k.key, "scale": k.scale,
              "values": json.dumps(list(k.values))}
-            for m in methods for i, k in enumerate(KNOBS[m], 1)]
+            for m in methods for i, k in enumerate(knobs_for(m, order), 1)]
 
 
 def curve_rows(out: Path, rows: list[dict]) -> list[dict]:
@@ -415,7 +429,7 @@ def plan(method: str, args: argparse.Namespace, extra: Point,
         return [canonical(p, study.reference) for p in grid]
     flat = {"val_hr@10": 0.0, "val_auc": 0.0}
     return sequential_search(
-        KNOBS[method], study.reference,
+        knobs_for(method, args.knobs), study.reference,
         lambda p: study.config(p, seed=SCREEN_SEED, rounds=args.screen_rounds),
         lambda p, step, knob: (study.config(p, seed=SCREEN_SEED, rounds=1), flat)[1],
         args.near_tie, args.max_points)
@@ -477,7 +491,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--near-tie", type=float, default=0.002,
                    help="validation HR@10 margin within which validation AUC decides (0.002)")
     p.add_argument("--max-points", type=int, default=None,
-                   help="at most this many screen points per method (the same budget for all)")
+                   help="at most this many screen points per method (the same budget for all; "
+                        "the knobs reached after the budget keep their current values)")
+    p.add_argument("--knobs", default=None,
+                   help="comma list of knob keys: search only these, in this order (a method "
+                        "skips the keys it has no knob for), e.g. model.history_len,train.lr")
     p.add_argument("--grid", default=None,
                    help="explicit screen points instead of the search: JSON (or a .json file) "
                         "of [{\"section.key\": value}, ...] or {method: [...]}")
@@ -516,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if rows:
         write_rows(out / "study_runs.csv", rows)
-        write_rows(out / "study_knobs.csv", knob_rows(methods))
+        write_rows(out / "study_knobs.csv", knob_rows(methods, args.knobs))
         curves = curve_rows(out, rows)
         write_rows(out / "study_curves.csv", curves)
         plot_finalists(out / "study_finalists.png", curves)
