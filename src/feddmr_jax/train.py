@@ -165,7 +165,8 @@ def build_experiment(cfg: RunConfig, *, extra_terms: Mapping[str, LossTerm] | No
         batch_size=t.batch_size, sparse=t.sparse, weighting=t.weighting,
         table_mean=t.table_mean, aggregator=t.aggregator, clip_norm=t.clip_norm,
         trim_fraction=t.trim_fraction, max_participants=count, sequential=sequential,
-        dropout_keys=uses_dropout(cfg.model))
+        dropout_keys=uses_dropout(cfg.model),
+        row_decay=method.row_decay is not None and method.row_decay(model.config))
     algorithm = build_algorithm(
         model, build_local_step(method, model, t, split.num_items, extra_terms),
         optax.sgd(t.server_lr), rounds, eval_items=eval_items, eval_history=eval_history,
