@@ -88,7 +88,6 @@ class ClientOutput(NamedTuple):
     rows: Array
     row_mask: Array
     shared_factor: dict[str, Array] | None = None
-    private_factor: dict[str, Array] | None = None
 
 
 def local_rows(num_examples: int, history_len: int, num_items: int) -> int:
@@ -187,12 +186,14 @@ def make_local_client_fn(client_update: ClientUpdate, *, sparse: bool,
     decay: ``f = prod_t (1 - lr_t * wd)`` over the client's steps; also with a
     proximal term). The client measures ``f`` on a probe row: the local
     table's last row, always padding, set to ones before training (the loss
-    gives padding rows no gradient: every term is masked). It returns ``f``
-    per table (``shared_factor``, ``private_factor``) and uploads, instead of
-    the shared rows' deltas, their excess over that decay,
-    ``new - start * f``: the server adds ``C * mean_u (f_u - 1)`` to every row
-    (federated/aggregation.py) and the store scales the client's whole private
-    tables by ``f`` (federated/private_store.py), so both equal the dense mode.
+    gives padding rows no gradient: every term is masked). It uploads
+    ``f`` per shared table (``shared_factor``) and, instead of the shared
+    rows' deltas, their excess over that decay, ``new - start * f``: the
+    server adds ``C * mean_u (f_u - 1)`` to every row
+    (federated/aggregation.py). The private tables' factors stay in the
+    private output (its probe row, ``private.tables[k][-1]``), by which the
+    store scales the client's whole private tables (federated/private_store.py);
+    both then equal the dense mode.
 
     ``private`` holds the client's private params with private tables already
     at ``local.rows`` (sparse) or whole (dense), as
@@ -218,10 +219,9 @@ def make_local_client_fn(client_update: ClientUpdate, *, sparse: bool,
                           round_index)
         result = client_update(start, private, data, key)
         delta = jax.tree.map(jnp.subtract, result.shared, start)
-        shared_factor = private_factor = None
+        shared_factor = None
         if probe:
             shared_factor = {k: t[-1] for k, t in result.shared.tables.items()}
-            private_factor = {k: t[-1] for k, t in result.private.tables.items()}
             delta = Leaves({k: result.shared.tables[k] - t * shared_factor[k]
                             for k, t in start.tables.items()}, delta.dense)
         new_private = result.private
@@ -232,7 +232,7 @@ def make_local_client_fn(client_update: ClientUpdate, *, sparse: bool,
                               Context(local.history, row.history_mask))
             new_private = attach_scores(new_private, scores.astype(stored.dtype))
         return ClientOutput(delta, new_private, result.loss, result.num_examples,
-                            local.rows, local.row_mask, shared_factor, private_factor)
+                            local.rows, local.row_mask, shared_factor)
 
     return local_fn
 
@@ -299,9 +299,11 @@ def _absorb(private_store: Leaves, acc: Accumulator, out: ClientOutput,
     num_clients = jax.tree.leaves(private_store)[0].shape[0]
     # Padding clients and rejected updates scatter out of bounds: dropped.
     target = jnp.where(client_mask & finite, client_ids, num_clients)
+    # Sparse row decay: each private table's factor is its probe (last) row.
+    scale = (None if out.shared_factor is None
+             else {k: t[:, -1] for k, t in out.private.tables.items()})
     private_store = write_clients(private_store, out.private, target,
-                                  out.rows if sparse else None, out.row_mask,
-                                  out.private_factor)
+                                  out.rows if sparse else None, out.row_mask, scale)
     loss_sum = jnp.sum(jnp.where(client_mask & finite, out.loss, 0.0))
     return private_store, acc, loss_sum
 

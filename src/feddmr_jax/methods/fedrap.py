@@ -82,7 +82,9 @@ In the engine (registry entry ``fedrap``):
     Equal to the dense mode up to float rounding (tested with weight decay
     1e-4 over 3 rounds). Only with ``aggregator = "mean"`` and without DP or
     secure aggregation (the excess upload is not a delta those can clip,
-    noise or mask); use dense mode for those.
+    noise or mask): with any of those, ``build_experiment`` runs FedRAP with
+    weight decay in dense mode (``train.sparse`` is then not applied; the
+    engine's ``build_algorithm`` refuses the combination with a ConfigError).
   - Other than that, a client reads only its local rows of D_u (its positives,
     negatives) and writes back only the rows it trained on, like the shared C
     rows.
