@@ -223,3 +223,16 @@ def test_dense_aggregation_keeps_the_decay_of_untouched_rows(decay_runs):
     assert count == exp.split.num_users
     expected = init.shared.tables["items"] + total / count
     np.testing.assert_allclose(first.shared.tables["items"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_weight_decay_with_a_robust_aggregator_trains_dense():
+    """The sparse excess upload is not a delta a robust aggregator can take: such a run
+    trains on whole tables (build_algorithm refuses sparse row decay with it)."""
+    exp = build_experiment(_config({"aggregator": "median"}, {"weight_decay": WEIGHT_DECAY}))
+    state = exp.algorithm.init(exp.keys["init"])
+    chunk = plan_round(exp.planner, np.arange(exp.split.num_users), 1)[0]
+    row = jax.tree.map(lambda x: x[0], chunk)
+    out = jax.eval_shape(exp.algorithm.parts.client_fn, state.shared,
+                         jax.tree.map(lambda s: s[0], state.private_store), row, exp.keys["init"])
+    assert out.delta.tables["items"].shape[0] == exp.split.num_items     # whole table
+    assert out.shared_factor is None
