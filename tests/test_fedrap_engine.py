@@ -20,9 +20,8 @@ from feddmr_jax.train import (Interrupted, build_experiment, build_local_step,
 
 from engine_helpers import copy_tree, max_abs_diff, tiny_config
 
-# Mild learning rates (the reference's lr_args = 200 diverges on batches this small) and no
-# weight decay: with it the dense mode decays every row of D_u, the sparse mode only the rows
-# a client holds (documented in methods/fedrap.py), so the two would differ by design.
+# Mild learning rates (the reference's lr_args = 200 diverges on batches this small); no weight
+# decay by default (the tests of weight decay, below, turn it on).
 RAW = {"data": {"dataset": "synthetic", "synthetic_users": 20, "synthetic_items": 40,
                 "synthetic_interactions": 8.0, "eval_negatives": 10},
        "train": {"model": "fedrap", "rounds": 2, "batch_size": 16, "chunk_size": 8,
@@ -145,3 +144,95 @@ def test_resume_continues_exactly(tmp_path):
     resumed = train(saved, tmp_path / "cut", progress=False, resume=True)
     assert resumed["best_round"] == full["best_round"]
     assert resumed["test"] == pytest.approx(full["test"], abs=1e-6)
+
+
+WEIGHT_DECAY = 1e-4
+
+
+@pytest.fixture(scope="module")
+def decay_runs():
+    """Sparse and dense runs with weight decay: ``{sparse: (exp, init, after round 1, after 3)}``."""
+    runs = {}
+    for sparse in (True, False):
+        exp = build_experiment(_config({"sparse": sparse, "rounds": 3},
+                                       {"weight_decay": WEIGHT_DECAY}))
+        state = exp.algorithm.init(exp.keys["init"])
+        init = copy_tree(state)
+        state, _ = run_round(exp, state, 1)
+        first = copy_tree(state)
+        for r in (2, 3):
+            state, _ = run_round(exp, state, r)
+        runs[sparse] = (exp, init, first, state)
+    return runs
+
+
+def test_sparse_equals_dense_with_weight_decay(decay_runs):
+    """The sparse mode's lazy decay (probe factor, whole-D_u scaling, server-side C term)
+    equals the dense mode's decay of every row, over 3 rounds."""
+    exp, init, _, sparse = decay_runs[True]
+    exp_d, _, _, dense = decay_runs[False]
+    assert max_abs_diff(sparse.shared, dense.shared) < 1e-5
+    assert max_abs_diff(sparse.private_store, dense.private_store) < 1e-5
+    assert max_abs_diff(sparse.private_store, init.private_store) > 1e-2
+    assert evaluate_state(exp, sparse, exp.test_set) == pytest.approx(
+        evaluate_state(exp_d, dense, exp_d.test_set), abs=1e-6)
+
+
+def _reference_factor(cfg: FedRAPConfig, local_epochs: int, batch_size: int,
+                      padded: int, real: int) -> float:
+    """torch SGD's shrink of a row with zero gradient over one client's first round:
+    ``prod_t (1 - lr_args * step_decay ** t * wd)`` over its steps."""
+    steps = local_epochs * -(-real // min(batch_size, padded))
+    lrs = cfg.lr_args * cfg.step_decay ** np.arange(steps)
+    return float(np.prod(1.0 - lrs * cfg.weight_decay))
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_untouched_private_rows_decay_by_the_reference_factor(decay_runs, sparse):
+    """After round 1 a D_u row client u never trained on (e.g. its held-out item's) is
+    its initial row times the reference's weight-decay factor (the sparse mode used to
+    leave it at its initial noise)."""
+    exp, init, first, _ = decay_runs[sparse]
+    chunk = plan_round(exp.planner, np.arange(exp.split.num_users), 1)[0]
+    u, mask = int(chunk.client_ids[0]), np.asarray(chunk.mask[0])
+    unused = np.setdiff1d(np.arange(exp.split.num_items), np.asarray(chunk.items[0])[mask])
+    t = exp.cfg.train
+    factor = _reference_factor(exp.cfg.model, t.local_epochs, t.batch_size, mask.size,
+                               int(mask.sum()))
+    assert factor < 1 - 1e-4
+    before = np.asarray(init.private_store.tables["items_personal"][u])[unused]
+    after = np.asarray(first.private_store.tables["items_personal"][u])[unused]
+    np.testing.assert_allclose(after, before * factor, rtol=1e-6, atol=1e-7)
+
+
+def test_dense_aggregation_keeps_the_decay_of_untouched_rows(decay_runs):
+    """Dense mode: the new C is the uniform mean of every participant's full C table, as
+    the reference's server computes it (per-client deltas from the engine's own client
+    function, summed here); the aggregation used to drop the rows a client did not use."""
+    exp, init, first, _ = decay_runs[False]
+    round_key = jax.random.fold_in(exp.keys["train"], 1)
+    total, count = 0.0, 0
+    for chunk in plan_round(exp.planner, np.arange(exp.split.num_users), 1):
+        for c in np.flatnonzero(np.asarray(chunk.client_mask)):
+            row = jax.tree.map(lambda x: x[c], chunk)
+            u = int(row.client_ids)
+            private = jax.tree.map(lambda s: s[u], init.private_store)
+            out = exp.algorithm.parts.client_fn(init.shared, private, row,
+                                                jax.random.fold_in(round_key, u))
+            total, count = total + np.asarray(out.delta.tables["items"], np.float64), count + 1
+    assert count == exp.split.num_users
+    expected = init.shared.tables["items"] + total / count
+    np.testing.assert_allclose(first.shared.tables["items"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_weight_decay_with_a_robust_aggregator_trains_dense():
+    """The sparse excess upload is not a delta a robust aggregator can take: such a run
+    trains on whole tables (build_algorithm refuses sparse row decay with it)."""
+    exp = build_experiment(_config({"aggregator": "median"}, {"weight_decay": WEIGHT_DECAY}))
+    state = exp.algorithm.init(exp.keys["init"])
+    chunk = plan_round(exp.planner, np.arange(exp.split.num_users), 1)[0]
+    row = jax.tree.map(lambda x: x[0], chunk)
+    out = jax.eval_shape(exp.algorithm.parts.client_fn, state.shared,
+                         jax.tree.map(lambda s: s[0], state.private_store), row, exp.keys["init"])
+    assert out.delta.tables["items"].shape[0] == exp.split.num_items     # whole table
+    assert out.shared_factor is None

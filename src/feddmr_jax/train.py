@@ -160,12 +160,17 @@ def build_experiment(cfg: RunConfig, *, extra_terms: Mapping[str, LossTerm] | No
                                    fraction=t.client_fraction)
     privacy = build_privacy_plan(t, split.num_users, count)
     mesh = None if sequential else client_mesh(_mesh_devices(t.devices))
+    row_decay = method.row_decay is not None and method.row_decay(model.config)
+    # Sparse row decay uploads excess rows, not deltas DP, secure aggregation or the robust
+    # aggregators can take: those runs train on whole tables (equal results; parallel.py).
+    sparse = t.sparse and not (row_decay and (privacy is not None or t.aggregator != "mean"))
     rounds = RoundConfig(
         num_clients=split.num_users, num_items=split.num_items, local_epochs=t.local_epochs,
-        batch_size=t.batch_size, sparse=t.sparse, weighting=t.weighting,
+        batch_size=t.batch_size, sparse=sparse, weighting=t.weighting,
         table_mean=t.table_mean, aggregator=t.aggregator, clip_norm=t.clip_norm,
         trim_fraction=t.trim_fraction, max_participants=count, sequential=sequential,
-        dropout_keys=uses_dropout(cfg.model))
+        dropout_keys=uses_dropout(cfg.model),
+        row_decay=row_decay)
     algorithm = build_algorithm(
         model, build_local_step(method, model, t, split.num_items, extra_terms),
         optax.sgd(t.server_lr), rounds, eval_items=eval_items, eval_history=eval_history,

@@ -20,6 +20,16 @@ Item-table rows are averaged in one of two ways (``table_mean``):
 
 Dense leaves are always divided by the total weight. Updates with a non-finite
 value are dropped (weight 0) and counted.
+
+Row decay (``RoundConfig.row_decay``, e.g. FedRAP's weight decay): every row of
+client u's table changes, an untouched row ``C[i]`` to ``C[i] * f_u`` (a
+per-column factor). In dense mode every row then counts as used. In sparse mode
+client u uploads, for its rows, the excess ``E_u[i] = new_u[i] - C[i] * f_u``
+(0 on untouched rows) and the accumulator sums ``w_u (f_u - 1)`` (``decay``); as
+``delta_u[i] = C[i] (f_u - 1) + E_u[i]`` on every row, the dense mean is
+``sum_u w_u delta_u[i] / W = C[i] * decay / W + sum_u w_u E_u[i] / W``
+(:func:`add_row_decay`). Every participant changes every row, so every row's
+weight is ``W`` (``"touched"`` equals ``"participants"``), as in dense mode.
 With ``server_optimizer = optax.sgd(1.0)`` the server step is plain FedAvg:
 ``global <- global + mean_delta``.
 """
@@ -57,6 +67,8 @@ class Accumulator(NamedTuple):
         ``delta_sum``, ``row_weight`` and ``weight`` hold ``uint32`` sums of
         *masked*, fixed-point dense uploads until
         :func:`feddmr_jax.federated.secure_round.unmask` runs.
+      decay: per table, ``[d]`` sum of ``w_u (f_u - 1)`` over accepted updates
+        (sparse row decay, see module docstring), or None.
     """
 
     delta_sum: Leaves
@@ -66,17 +78,21 @@ class Accumulator(NamedTuple):
     dropped: Array
     buffer: Leaves | None = None
     masks: Any = None
+    decay: dict[str, Array] | None = None
 
 
 AGGREGATORS = ("mean", "clipped_mean", "median", "trimmed_mean")
 
 
 def init_accumulator(shared: Leaves, buffer: Leaves | None = None,
-                     masks: Any = None) -> Accumulator:
+                     masks: Any = None, row_decay: bool = False) -> Accumulator:
     # Separate buffers: the accumulator is donated to the chunk step.
     zeros = [jnp.zeros((), jnp.float32) for _ in range(3)]
     row_weight = {name: jnp.zeros(t.shape[:1], jnp.float32) for name, t in shared.tables.items()}
-    return Accumulator(jax.tree.map(jnp.zeros_like, shared), row_weight, *zeros, buffer, masks)
+    decay = ({name: jnp.zeros(t.shape[1:], jnp.float32) for name, t in shared.tables.items()}
+             if row_decay else None)
+    return Accumulator(jax.tree.map(jnp.zeros_like, shared), row_weight, *zeros, buffer, masks,
+                       decay)
 
 
 def client_weights(num_examples: Array, client_mask: Array, weighting: str) -> Array:
@@ -99,7 +115,7 @@ def is_finite(stacked_tree) -> Array:
 
 def accumulate(acc: Accumulator, stacked_delta: Leaves, weights: Array,
                finite: Array, client_mask: Array, rows: Array,
-               row_mask: Array) -> Accumulator:
+               row_mask: Array, factor: dict[str, Array] | None = None) -> Accumulator:
     """Adds one chunk of client deltas to the running sums.
 
     Args:
@@ -111,6 +127,9 @@ def accumulate(acc: Accumulator, stacked_delta: Leaves, weights: Array,
       client_mask: ``[C]`` bool, True for real clients.
       rows: ``[C, L]`` global row id of each local table row.
       row_mask: ``[C, L]`` bool, True for rows the client used this round.
+      factor: per table, ``[C, d]`` each client's decay factor ``f_u`` of the
+        rows it did not upload (sparse row decay; ``acc.decay`` must be set),
+        or None.
     """
     w = jnp.where(finite, weights, 0.0)
 
@@ -127,7 +146,13 @@ def accumulate(acc: Accumulator, stacked_delta: Leaves, weights: Array,
 
     tables = {name: add_table(acc.delta_sum.tables[name], stacked_delta.tables[name])
               for name in acc.delta_sum.tables}
-    row_weight = {name: rw.at[flat_rows].add(row_w) for name, rw in acc.row_weight.items()}
+    if factor is None:
+        row_weight = {name: rw.at[flat_rows].add(row_w) for name, rw in acc.row_weight.items()}
+        decay = acc.decay
+    else:  # every participant changes every row (module docstring)
+        row_weight = {name: rw + jnp.sum(w) for name, rw in acc.row_weight.items()}
+        decay = {name: acc.decay[name] + jnp.sum(w[:, None] * (factor[name] - 1.0), axis=0)
+                 for name in acc.decay}
     dense = jax.tree.map(lambda total, d: total + jnp.sum(weighted(d), axis=0),
                          acc.delta_sum.dense, stacked_delta.dense)
     real = client_mask.astype(jnp.float32)
@@ -137,7 +162,7 @@ def accumulate(acc: Accumulator, stacked_delta: Leaves, weights: Array,
         weight=acc.weight + jnp.sum(w),
         accepted=acc.accepted + jnp.sum(real * finite),
         dropped=acc.dropped + jnp.sum(real * (1.0 - finite)),
-        buffer=acc.buffer, masks=acc.masks)
+        buffer=acc.buffer, masks=acc.masks, decay=decay)
 
 
 def mean_delta(acc: Accumulator, table_mean: str = "touched") -> Leaves:
@@ -157,6 +182,23 @@ def mean_delta(acc: Accumulator, table_mean: str = "touched") -> Leaves:
         tables = {k: s / jnp.maximum(acc.row_weight[k], 1e-12)[:, None]
                   for k, s in acc.delta_sum.tables.items()}
     return Leaves(tables, dense)
+
+
+def add_row_decay(delta: Leaves, acc: Accumulator, shared: Leaves) -> Leaves:
+    """The mean delta plus the decay of the rows not uploaded: ``C * decay / W``
+    per table (sparse row decay, see module docstring; ``delta`` unchanged when
+    ``acc.decay`` is None).
+
+    Args:
+      delta: :func:`mean_delta` of the round's sums.
+      acc: the round's sums.
+      shared: the global shared params the clients started from (C).
+    """
+    if acc.decay is None:
+        return delta
+    total = jnp.maximum(acc.weight, 1e-12)
+    tables = {k: d + shared.tables[k] * (acc.decay[k] / total) for k, d in delta.tables.items()}
+    return Leaves(tables, delta.dense)
 
 
 def server_update(shared: Leaves, opt_state, delta: Leaves,

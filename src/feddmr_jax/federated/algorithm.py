@@ -17,8 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from feddmr_jax.federated.aggregation import (AGGREGATORS, Accumulator, init_accumulator,
-                                              mean_delta, server_update)
+from feddmr_jax.errors import ConfigError
+from feddmr_jax.federated.aggregation import (AGGREGATORS, Accumulator, add_row_decay,
+                                              init_accumulator, mean_delta, server_update)
 from feddmr_jax.federated.robust import ROBUST_AGGREGATORS, init_buffer, robust_delta
 from feddmr_jax.federated.client import LocalStep, make_client_update
 from feddmr_jax.federated.private_store import attach_scores
@@ -112,6 +113,12 @@ class RoundConfig:
         ``num_clients``.
       sequential: use the per-client loop instead of ``vmap`` (reference).
       dropout_keys: give the model a per-step dropout key.
+      row_decay: the local optimizer changes every row of the item tables,
+        used or not (weight decay, e.g. FedRAP's): dense mode counts every row
+        as used; sparse mode applies the decay of the rows it does not gather
+        exactly (federated/parallel.py, aggregation.py), with the plain
+        ``mean`` aggregator only (no DP, robust aggregators or secure
+        aggregation; use dense mode for those).
     """
 
     num_clients: int
@@ -127,6 +134,7 @@ class RoundConfig:
     max_participants: int | None = None
     sequential: bool = False
     dropout_keys: bool = False
+    row_decay: bool = False
 
 
 def build_algorithm(model: Model, local_step: LocalStep | Callable[[Array], LocalStep],
@@ -170,6 +178,8 @@ def build_algorithm(model: Model, local_step: LocalStep | Callable[[Array], Loca
     Raises:
       ValueError: an unknown aggregator, DP with another aggregator or
         weighting, or the per-client loop on a mesh.
+      ConfigError: sparse ``row_decay`` with another aggregator or DP (and,
+        from ``apply``, with secure aggregation).
     """
     aggregator, clip_norm = cfg.aggregator, cfg.clip_norm
     weighting, table_mean = cfg.weighting, cfg.table_mean
@@ -188,12 +198,17 @@ def build_algorithm(model: Model, local_step: LocalStep | Callable[[Array], Loca
             raise ValueError("dp needs aggregator='mean' and weighting='uniform', got "
                              f"{aggregator!r} and {weighting!r}")
         clip_norm, aggregator = dp.clip_norm, "clipped_mean"  # clip each upload, then sum
+    sparse_decay = sparse and cfg.row_decay
+    if sparse_decay and (aggregator != "mean" or dp is not None):
+        raise ConfigError("train.sparse: the decay of every item row (the method's weight "
+                          "decay) is applied in sparse mode only with aggregator 'mean' and "
+                          "no DP; set train.sparse = false")
     if eval_items is not None and eval_history is None:
         raise ValueError("eval_items (local evaluation) needs eval_history")
     score_fn = None if eval_items is None else model.apply
     chunk_step = make(client_update, sparse=sparse, num_items=num_items, weighting=weighting,
                       clip_norm=clip_norm if aggregator == "clipped_mean" else None,
-                      score_fn=score_fn)
+                      score_fn=score_fn, row_decay=cfg.row_decay)
 
     @jax.jit
     def server_step(shared, opt_state, acc, noise_key=None):
@@ -202,7 +217,7 @@ def build_algorithm(model: Model, local_step: LocalStep | Callable[[Array], Loca
         elif robust:
             delta = robust_delta(acc.buffer, aggregator, cfg.trim_fraction)
         else:
-            delta = mean_delta(acc, table_mean)
+            delta = add_row_decay(mean_delta(acc, table_mean), acc, shared)
         new_shared, opt_state = server_update(shared, opt_state, delta, server_optimizer)
         return new_shared, opt_state
 
@@ -217,8 +232,13 @@ def build_algorithm(model: Model, local_step: LocalStep | Callable[[Array], Loca
 
     def init_round(shared: Leaves, masks: MaskGraph | None = None) -> Accumulator:
         if masks is not None:
+            if sparse_decay:
+                raise ConfigError("train.sparse: secure aggregation does not apply the decay "
+                                  "of every item row (the method's weight decay) in sparse "
+                                  "mode; set train.sparse = false")
             return init_masked_accumulator(shared, masks)
-        return init_accumulator(shared, init_buffer(shared, slots) if robust else None)
+        return init_accumulator(shared, init_buffer(shared, slots) if robust else None,
+                                row_decay=sparse_decay)
 
     def apply(state: FedState, chunks: Sequence[ChunkData], round_key: Array, *,
               noise_key: Array | None = None,
@@ -242,6 +262,6 @@ def build_algorithm(model: Model, local_step: LocalStep | Callable[[Array], Loca
         return FedState(shared, opt_state, store), stats
 
     parts = RoundParts(make_client_fn(client_update, sparse=sparse, num_items=num_items,
-                                      score_fn=score_fn),
+                                      score_fn=score_fn, row_decay=cfg.row_decay),
                        init_round, server_step)
     return FederatedAlgorithm(init, apply, chunk_step, parts)

@@ -87,6 +87,7 @@ class ClientOutput(NamedTuple):
     num_examples: Array
     rows: Array
     row_mask: Array
+    shared_factor: dict[str, Array] | None = None
 
 
 def local_rows(num_examples: int, history_len: int, num_items: int) -> int:
@@ -132,18 +133,23 @@ class LocalRows(NamedTuple):
     eval_items: Array | None
 
 
-def local_view(row: ChunkData, *, sparse: bool, num_items: int) -> LocalRows:
+def local_view(row: ChunkData, *, sparse: bool, num_items: int,
+               row_decay: bool = False) -> LocalRows:
     """The local table of one client (sparse: the rows it uses; dense: all items).
 
     In sparse mode the table holds the distinct ids of the client's examples,
     memory and (when given) evaluation candidates; candidate-only rows are
-    present but not in ``row_mask``.
+    present but not in ``row_mask``. Its last row is always padding (the
+    probe row of ``row_decay``, see :func:`make_local_client_fn`).
+    In dense mode with ``row_decay`` every row changes, so every row is used.
     """
     if not sparse:
         # Full tables; the rows the client used are those it can change.
         row_mask = (jnp.zeros(num_items, bool)
                     .at[row.items].max(row.mask)
                     .at[row.history].max(row.history_mask))
+        if row_decay:
+            row_mask = jnp.ones(num_items, bool)
         return LocalRows(jnp.arange(num_items), row_mask, row.items, row.history,
                          row.eval_items)
     n, h = row.items.shape[0], row.history.shape[0]
@@ -164,10 +170,30 @@ def local_view(row: ChunkData, *, sparse: bool, num_items: int) -> LocalRows:
     return LocalRows(rows, present & used, items, history, ext[n:])
 
 
+def _with_probe(leaves: Leaves) -> Leaves:
+    """``leaves`` with the last row of every table set to ones (the probe row)."""
+    return Leaves({k: t.at[-1].set(1.0) for k, t in leaves.tables.items()}, leaves.dense)
+
+
 def make_local_client_fn(client_update: ClientUpdate, *, sparse: bool,
-                         score_fn: ApplyFn | None = None):
+                         score_fn: ApplyFn | None = None, row_decay: bool = False):
     """Per-client computation on a localized client:
     ``(global_shared, private, row, local, key) -> ClientOutput``.
+
+    ``row_decay`` (sparse mode): the local optimizer moves every table row,
+    used or not, e.g. by weight decay. A row no example reaches then evolves
+    as ``row -> row * f`` for a per-client, per-column factor ``f`` (weight
+    decay: ``f = prod_t (1 - lr_t * wd)`` over the client's steps; also with a
+    proximal term). The client measures ``f`` on a probe row: the local
+    table's last row, always padding, set to ones before training (the loss
+    gives padding rows no gradient: every term is masked). It uploads
+    ``f`` per shared table (``shared_factor``) and, instead of the shared
+    rows' deltas, their excess over that decay, ``new - start * f``: the
+    server adds ``C * mean_u (f_u - 1)`` to every row
+    (federated/aggregation.py). The private tables' factors stay in the
+    private output (its probe row, ``private.tables[k][-1]``), by which the
+    store scales the client's whole private tables (federated/private_store.py);
+    both then equal the dense mode.
 
     ``private`` holds the client's private params with private tables already
     at ``local.rows`` (sparse) or whole (dense), as
@@ -179,17 +205,25 @@ def make_local_client_fn(client_update: ClientUpdate, *, sparse: bool,
 
     def local_fn(global_shared: Leaves, private: Leaves, row: ChunkData, local: LocalRows,
                  key: Array) -> ClientOutput:
+        probe = sparse and row_decay
         if sparse:
             start = Leaves({k: t[local.rows] for k, t in global_shared.tables.items()},
                            global_shared.dense)
         else:
             start = global_shared
         private, stored = split_scores(private)
+        if probe:
+            start, private = _with_probe(start), _with_probe(private)
         round_index = 0 if row.round_index is None else row.round_index
         data = ClientData(local.items, row.labels, row.mask, local.history, row.history_mask,
                           round_index)
         result = client_update(start, private, data, key)
         delta = jax.tree.map(jnp.subtract, result.shared, start)
+        shared_factor = None
+        if probe:
+            shared_factor = {k: t[-1] for k, t in result.shared.tables.items()}
+            delta = Leaves({k: result.shared.tables[k] - t * shared_factor[k]
+                            for k, t in start.tables.items()}, delta.dense)
         new_private = result.private
         if stored is not None:
             if score_fn is None or local.eval_items is None:
@@ -198,24 +232,25 @@ def make_local_client_fn(client_update: ClientUpdate, *, sparse: bool,
                               Context(local.history, row.history_mask))
             new_private = attach_scores(new_private, scores.astype(stored.dtype))
         return ClientOutput(delta, new_private, result.loss, result.num_examples,
-                            local.rows, local.row_mask)
+                            local.rows, local.row_mask, shared_factor)
 
     return local_fn
 
 
 def make_client_fn(client_update: ClientUpdate, *, sparse: bool, num_items: int,
-                   score_fn: ApplyFn | None = None):
+                   score_fn: ApplyFn | None = None, row_decay: bool = False):
     """Per-client computation ``(global_shared, private, row, key) -> ClientOutput``.
 
     ``private`` is the client's whole private params (private tables ``[I, d]``);
     the output's private tables hold the local rows only (``rows``).
-    ``score_fn``: see :func:`make_local_client_fn`.
+    ``score_fn``, ``row_decay``: see :func:`make_local_client_fn`.
     """
-    local_fn = make_local_client_fn(client_update, sparse=sparse, score_fn=score_fn)
+    local_fn = make_local_client_fn(client_update, sparse=sparse, score_fn=score_fn,
+                                    row_decay=row_decay)
 
     def client_fn(global_shared: Leaves, private: Leaves, row: ChunkData,
                   key: Array) -> ClientOutput:
-        local = local_view(row, sparse=sparse, num_items=num_items)
+        local = local_view(row, sparse=sparse, num_items=num_items, row_decay=row_decay)
         if sparse:
             private = Leaves({k: t[local.rows] for k, t in private.tables.items()},
                              private.dense)
@@ -253,7 +288,8 @@ def _absorb(private_store: Leaves, acc: Accumulator, out: ClientOutput,
         delta = clip_stacked(_used_rows_only(delta, out.row_mask), clip_norm)[0]
     weights = client_weights(out.num_examples, client_mask, weighting)
     if acc.masks is None:
-        acc = accumulate(acc, delta, weights, finite, client_mask, out.rows, out.row_mask)
+        acc = accumulate(acc, delta, weights, finite, client_mask, out.rows, out.row_mask,
+                         out.shared_factor)
     else:  # secure aggregation: masked dense uploads (federated/secure_round.py)
         acc = masked_accumulate(acc, delta, weights, finite, client_mask, client_ids,
                                 out.rows, out.row_mask)
@@ -263,25 +299,31 @@ def _absorb(private_store: Leaves, acc: Accumulator, out: ClientOutput,
     num_clients = jax.tree.leaves(private_store)[0].shape[0]
     # Padding clients and rejected updates scatter out of bounds: dropped.
     target = jnp.where(client_mask & finite, client_ids, num_clients)
+    # Sparse row decay: each private table's factor is its probe (last) row.
+    scale = (None if out.shared_factor is None
+             else {k: t[:, -1] for k, t in out.private.tables.items()})
     private_store = write_clients(private_store, out.private, target,
-                                  out.rows if sparse else None, out.row_mask)
+                                  out.rows if sparse else None, out.row_mask, scale)
     loss_sum = jnp.sum(jnp.where(client_mask & finite, out.loss, 0.0))
     return private_store, acc, loss_sum
 
 
 def make_chunk_step(client_update: ClientUpdate, *, sparse: bool, num_items: int,
                     weighting: str = "uniform", clip_norm: float | None = None,
-                    score_fn: ApplyFn | None = None):
+                    score_fn: ApplyFn | None = None, row_decay: bool = False):
     """Jitted ``(global_shared, private_store, acc, chunk, round_key) -> (store, acc, loss_sum)``.
 
     ``private_store`` and ``acc`` are donated. ``score_fn`` (the model's apply)
     scores the candidates of clients in ``local`` evaluation mode.
+    ``row_decay``: see :func:`local_view` and :func:`make_local_client_fn`.
     """
-    local_fn = make_local_client_fn(client_update, sparse=sparse, score_fn=score_fn)
+    local_fn = make_local_client_fn(client_update, sparse=sparse, score_fn=score_fn,
+                                    row_decay=row_decay)
 
     def chunk_step(global_shared: Leaves, private_store: Leaves, acc: Accumulator,
                    chunk: ChunkData, round_key: Array):
-        local = jax.vmap(lambda r: local_view(r, sparse=sparse, num_items=num_items))(chunk)
+        local = jax.vmap(lambda r: local_view(r, sparse=sparse, num_items=num_items,
+                                              row_decay=row_decay))(chunk)
         # Private tables: only each client's local rows are read (sparse mode).
         private = gather_clients(private_store, chunk.client_ids,
                                  local.rows if sparse else None)
@@ -294,7 +336,7 @@ def make_chunk_step(client_update: ClientUpdate, *, sparse: bool, num_items: int
 
 def make_sequential_step(client_update: ClientUpdate, *, sparse: bool, num_items: int,
                          weighting: str = "uniform", clip_norm: float | None = None,
-                         score_fn: ApplyFn | None = None):
+                         score_fn: ApplyFn | None = None, row_decay: bool = False):
     """The per-client loop over the same client computation (reference and baseline).
 
     Returns ``run(global_shared, private_store, acc, chunk, round_key)`` with the
@@ -302,7 +344,7 @@ def make_sequential_step(client_update: ClientUpdate, *, sparse: bool, num_items
     per client.
     """
     client_fn = jax.jit(make_client_fn(client_update, sparse=sparse, num_items=num_items,
-                                       score_fn=score_fn))
+                                       score_fn=score_fn, row_decay=row_decay))
 
     @jax.jit
     def absorb_one(private_store, acc, out, row):

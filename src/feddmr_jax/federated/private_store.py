@@ -77,7 +77,7 @@ def gather_clients(store: Leaves, client_ids: Array, rows: Array | None) -> Leav
 
 
 def write_clients(store: Leaves, private: Leaves, target: Array, rows: Array | None,
-                  row_mask: Array | None) -> Leaves:
+                  row_mask: Array | None, scale: dict[str, Array] | None = None) -> Leaves:
     """Writes stacked client results into the store.
 
     Args:
@@ -88,6 +88,10 @@ def write_clients(store: Leaves, private: Leaves, target: Array, rows: Array | N
         are dropped.
       rows: ``[C, L]`` global rows of the private table rows, or None.
       row_mask: ``[C, L]`` rows to write (the others are dropped).
+      scale: per private table, ``[C, d]`` factors by which each target
+        client's whole table is multiplied before its rows are written (sparse
+        row decay: the rows it did not train decay as in dense mode, see
+        federated/parallel.py), or None.
     """
     dense = jax.tree.map(lambda s, p: s.at[target].set(p, mode="drop"),
                          store.dense, private.dense)
@@ -97,6 +101,8 @@ def write_clients(store: Leaves, private: Leaves, target: Array, rows: Array | N
     else:
         tables = {}
         for k, t in store.tables.items():
+            if scale is not None:
+                t = t.at[target].multiply(scale[k][:, None, :], mode="drop")
             cols = jnp.where(row_mask, rows, t.shape[1])        # masked rows: dropped
             tables[k] = t.at[target[:, None], cols].set(private.tables[k], mode="drop")
     return Leaves(tables, dense)

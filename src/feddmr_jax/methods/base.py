@@ -40,6 +40,9 @@ class Method(NamedTuple):
       eval_mode: ``"global"`` or ``"local"`` (see ``methods/__init__.py``).
       train_defaults: ``[train]`` values of the reference protocol.
       unused_train: ``[train]`` keys this method ignores.
+      row_decay: ``config -> bool``, whether the method's optimizer changes
+        every row of the item tables, used or not (weight decay;
+        ``RoundConfig.row_decay``), or None (never).
     """
 
     name: str
@@ -51,6 +54,7 @@ class Method(NamedTuple):
     eval_mode: str = "global"
     train_defaults: Mapping[str, Any] = {}
     unused_train: tuple[str, ...] = ()
+    row_decay: Callable[[Any], bool] | None = None
 
 
 def no_terms(model: Model) -> dict[str, LossTerm]:

@@ -16,7 +16,13 @@ f65423f; files ``mlp.py``, ``engine.py``, ``train.py``, ``data.py``):
   use ``weight_decay = l2_regularization`` (default 0), no momentum; the
   optimizers are created anew every round. The batch loss it returns and logs
   is the **second** pass's (``loss_i``); the round's client loss is the
-  sample-weighted mean of those. :func:`pfedrec_local_step` does the same.
+  sample-weighted mean of those (``loss += loss_i * len(batch)``, cumulative over
+  epochs). :func:`pfedrec_local_step` returns the same second-pass loss; the
+  engine's logged client loss (``federated/client.py``, shared by every method)
+  is the *unweighted* mean over the client's steps, which differs from the
+  reference's only when a client's last batch is partial. It is a diagnostic
+  (training and aggregation never read it), so it is kept as every method's
+  engine loss rather than special-cased here.
 * Defaults (``train.py``): ``lr=0.1``, ``lr_eta=80``, ``latent_dim=32``,
   ``batch_size=256``, ``local_epoch=1``, ``num_round=100``, ``num_negative=4``
   (resampled every round), ``clients_sample_ratio=1.0``, ``l2_regularization=0``.
