@@ -164,6 +164,10 @@ def build_experiment(cfg: RunConfig, *, extra_terms: Mapping[str, LossTerm] | No
     # Sparse row decay uploads excess rows, not deltas DP, secure aggregation or the robust
     # aggregators can take: those runs train on whole tables (equal results; parallel.py).
     sparse = t.sparse and not (row_decay and (privacy is not None or t.aggregator != "mean"))
+    if sparse != t.sparse:
+        log.warning("%s decays every item row and %s needs true deltas: training on whole "
+                    "item tables (same result as sparse, slower)", t.model,
+                    "DP/secure aggregation" if privacy is not None else f"{t.aggregator!r}")
     rounds = RoundConfig(
         num_clients=split.num_users, num_items=split.num_items, local_epochs=t.local_epochs,
         batch_size=t.batch_size, sparse=sparse, weighting=t.weighting,
