@@ -260,7 +260,8 @@ def _absorb(private_store: Leaves, acc: Accumulator, out: ClientOutput,
     if acc.buffer is not None:
         acc = acc._replace(buffer=write_buffer(acc.buffer, delta, chunk.slot,
                                                client_mask & finite, out.rows, out.row_mask))
-    num_clients = jax.tree.leaves(private_store)[0].shape[0]
+    leaves = jax.tree.leaves(private_store)
+    num_clients = leaves[0].shape[0] if leaves else 0   # no private params: nothing to write
     # Padding clients and rejected updates scatter out of bounds: dropped.
     target = jnp.where(client_mask & finite, client_ids, num_clients)
     private_store = write_clients(private_store, out.private, target,

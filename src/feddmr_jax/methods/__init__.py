@@ -44,7 +44,7 @@ from __future__ import annotations
 from typing import Any, Union
 
 from feddmr_jax.errors import ConfigError
-from feddmr_jax.methods import feddmr, fedmf, fedncf, fedrap, pfedrec
+from feddmr_jax.methods import feddmr, fedmf, fedncf, fedrap, local, pfedrec, popularity
 from feddmr_jax.methods.base import EVAL_MODES, OWN_OPTIMIZER, Method, no_terms
 from feddmr_jax.models.base import Model
 
@@ -55,6 +55,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     fedncf.METHOD,
     pfedrec.METHOD,
     fedrap.METHOD,
+    local.METHOD,
+    popularity.METHOD,
 )}
 
 # Views of the registry by what config.py and the builders need.
