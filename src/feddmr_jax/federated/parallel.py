@@ -248,7 +248,7 @@ def _absorb(private_store: Leaves, acc: Accumulator, out: ClientOutput,
     client_ids, client_mask = chunk.client_ids, chunk.client_mask
     delta = _inject_faults(out.delta, chunk.update_scale, chunk.update_nan)
     finite = is_finite(delta) & is_finite(out.private)
-    if clip_norm is not None:
+    if clip_norm is not None and jax.tree.leaves(delta):   # no shared params: nothing to clip
         # The norm of what is uploaded: rows the client did not use are zero.
         delta = clip_stacked(_used_rows_only(delta, out.row_mask), clip_norm)[0]
     weights = client_weights(out.num_examples, client_mask, weighting)

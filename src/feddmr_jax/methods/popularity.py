@@ -72,8 +72,8 @@ def local_step(model: Model, num_items: int, regularizers: dict[str, LossTerm]) 
     """
     del model, num_items
     if regularizers:
-        raise ConfigError(f"model 'popularity' has no loss; remove {', '.join(sorted(regularizers))} "
-                          "(train.mu and train.l2 must be 0, no extra loss terms)")
+        raise ConfigError("model 'popularity' has no loss: set train.mu and train.l2 to 0 and "
+                          f"add no loss terms (got: {', '.join(sorted(regularizers))})")
     return count_step()
 
 

@@ -31,7 +31,14 @@ SPLIT = ParamSplit(private=("items_personal", "user_head"), tables=("items_perso
 @dataclasses.dataclass(frozen=True)
 class LocalConfig(PFedRecConfig):
     """PFedRec's hyperparameters and defaults (its own class, so that the
-    registry can tell the ``[model]`` section of ``local`` from ``pfedrec``'s)."""
+    registry can tell the ``[model]`` section of ``local`` from ``pfedrec``'s;
+    the fields are restated for their ``--help`` comments)."""
+
+    dim: int = 32                # latent_dim d (as pfedrec)
+    init_scale: float = 1.0      # std of the item-table init (as pfedrec: N(0, 1))
+    lr: float = 0.1              # SGD lr of the score head (as pfedrec)
+    lr_eta: float = 80.0         # item lr = lr * num_items * lr_eta (as pfedrec)
+    weight_decay: float = 0.0    # SGD weight decay of both steps (as pfedrec)
 
 
 class LocalPFedRec(nn.Module):
