@@ -28,14 +28,19 @@ NAMED_PRIVATE = {
     "fedncf": [".dense['user_gmf']", ".dense['user_mlp']"],
     "pfedrec": [".dense['user_head']['kernel']", ".dense['user_head']['bias']"],
     "fedrap": [".tables['items_personal']", ".dense['user_head']['kernel']"],
+    "local": [".tables['items_personal']", ".dense['user_head']['kernel']"],
+    "popularity": [],                 # nothing private: the uploads are the client's counts
 }
 
 
 def experiment(name: str, **train):
     if name == "feddmr":
         return build_experiment(tiny_config(**train))
+    if name == "popularity":
+        train = {"mu": 0.0, **train}                   # no loss, so no proximal term
     cfg = config_lib.RunConfig(data=TINY_DATA, train=dataclasses.replace(TINY_TRAIN, **train))
-    return build_experiment(config_lib.with_model(cfg, name, dim=8))
+    sizes = {} if name == "popularity" else {"dim": 8}      # popularity has no [model] keys
+    return build_experiment(config_lib.with_model(cfg, name, **sizes))
 
 
 def first_round(exp):
@@ -79,7 +84,11 @@ def test_no_private_leaf_reaches_the_server(name, mode):
     else:
         assert not any("rows" in p or "row_mask" in p for p in uploads)
         tables = {p: s for p, s in uploads.items() if ".tables[" in p}
-        assert tables and all(s == (num_items, dim) for s in tables.values())  # dense
+        shared = jax.eval_shape(exp.algorithm.init, jax.random.key(0)).shared.tables
+        widths = {"popularity": 1}.get(name, dim)      # popularity's table: one count per item
+        # Dense: one full table per shared table (`local` has none and uploads no table).
+        assert len(tables) == len(shared)
+        assert all(s == (num_items, widths) for s in tables.values())
         assert all(e.dtype == "uint32" for e in entries
                    if e.path.startswith("upload.masked"))
     assert "| upload |" in format_audit(server)

@@ -82,7 +82,9 @@ def score_user(model: Model, shared: Leaves, store: Leaves, user: Array, candida
         private = split_scores(gather_clients(store, user, None))[0]
         return model.apply(ModelParams(private, shared), candidates,
                            Context(history, history_mask))
-    num_items = next(iter(shared.tables.values())).shape[0]
+    # Catalogue size: a shared table's rows, else a private table's ([U, I, d]; `local`).
+    num_items = (next(iter(shared.tables.values())).shape[0] if shared.tables
+                 else next(iter(store.tables.values())).shape[1])
     c, n = candidates.shape[0], history.shape[0]
     rows, _, local_cand, local_hist = localize(
         candidates, jnp.ones(c, bool), history, history_mask, num_items,

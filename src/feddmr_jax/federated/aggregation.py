@@ -107,8 +107,11 @@ def client_weights(num_examples: Array, client_mask: Array, weighting: str) -> A
 
 
 def is_finite(stacked_tree) -> Array:
-    """``[C]`` bool: every value of client c's pytree is finite."""
+    """``[C]`` bool: every value of client c's pytree is finite (a scalar True for a
+    tree without leaves, e.g. the empty private half of ``popularity``)."""
     leaves = jax.tree.leaves(stacked_tree)
+    if not leaves:
+        return jnp.ones((), bool)
     flags = [jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1) for x in leaves]
     return jnp.all(jnp.stack(flags), axis=0)
 

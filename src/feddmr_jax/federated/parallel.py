@@ -283,7 +283,7 @@ def _absorb(private_store: Leaves, acc: Accumulator, out: ClientOutput,
     client_ids, client_mask = chunk.client_ids, chunk.client_mask
     delta = _inject_faults(out.delta, chunk.update_scale, chunk.update_nan)
     finite = is_finite(delta) & is_finite(out.private)
-    if clip_norm is not None:
+    if clip_norm is not None and jax.tree.leaves(delta):   # no shared params: nothing to clip
         # The norm of what is uploaded: rows the client did not use are zero.
         delta = clip_stacked(_used_rows_only(delta, out.row_mask), clip_norm)[0]
     weights = client_weights(out.num_examples, client_mask, weighting)
@@ -296,7 +296,8 @@ def _absorb(private_store: Leaves, acc: Accumulator, out: ClientOutput,
     if acc.buffer is not None:
         acc = acc._replace(buffer=write_buffer(acc.buffer, delta, chunk.slot,
                                                client_mask & finite, out.rows, out.row_mask))
-    num_clients = jax.tree.leaves(private_store)[0].shape[0]
+    leaves = jax.tree.leaves(private_store)
+    num_clients = leaves[0].shape[0] if leaves else 0   # no private params: nothing to write
     # Padding clients and rejected updates scatter out of bounds: dropped.
     target = jnp.where(client_mask & finite, client_ids, num_clients)
     # Sparse row decay: each private table's factor is its probe (last) row.

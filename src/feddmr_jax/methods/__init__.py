@@ -1,7 +1,8 @@
 """The method registry: per method, its model config, builder and training recipe.
 
 Each method is one file here (``feddmr.py``, ``fedmf.py``, ``fedncf.py``,
-``pfedrec.py``, ``fedrap.py``) holding its whole recipe as a :class:`Method`
+``pfedrec.py``, ``fedrap.py``, and the protocol probes ``local.py`` and
+``popularity.py``) holding its whole recipe as a :class:`Method`
 named ``METHOD``; :data:`METHODS` below is the one registry table, so a new
 method is one new file plus one line in it. ``train.model`` names an entry of
 :data:`METHODS`; the entry fixes the class of the ``[model]`` config
@@ -15,7 +16,13 @@ round, client sampling, chunked ``vmap``, aggregation and evaluation.
 | fedncf  | user GMF and MLP embeddings    | both item tables, MLPs   | loss + Adam        | global |
 | pfedrec | score head (user_head)         | items                    | head SGD, item SGD | local  |
 | fedrap  | head, item personality D_u     | item commonality C       | loss + round SGD   | global |
+| local   | head, own item table           | nothing                  | head SGD, item SGD | global |
+| popularity | nothing                     | item counts              | add own positives  | global |
 
+* **probes** (docs/protocol.md): ``local`` is PFedRec with its item table kept
+  at home (no federation; far above chance only with the leaky ``reference``
+  training negatives); ``popularity`` ranks by the participants' summed
+  training counts (no learning; the floor of every table).
 * **loss terms**: every gradient-step method trains ``BCE + model terms +
   proximal(train.mu) + l2(train.l2) + user terms`` (``train.build_loss``);
   FedRAP's model terms are its distance and sparsity regularizers.
@@ -44,7 +51,7 @@ from __future__ import annotations
 from typing import Any, Union
 
 from feddmr_jax.errors import ConfigError
-from feddmr_jax.methods import feddmr, fedmf, fedncf, fedrap, pfedrec
+from feddmr_jax.methods import feddmr, fedmf, fedncf, fedrap, local, pfedrec, popularity
 from feddmr_jax.methods.base import EVAL_MODES, OWN_OPTIMIZER, Method, no_terms
 from feddmr_jax.models.base import Model
 
@@ -55,6 +62,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     fedncf.METHOD,
     pfedrec.METHOD,
     fedrap.METHOD,
+    local.METHOD,
+    popularity.METHOD,
 )}
 
 # Views of the registry by what config.py and the builders need.
