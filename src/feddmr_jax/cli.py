@@ -167,8 +167,8 @@ def _check_distributed_args(args: argparse.Namespace) -> None:
 
 _TRAIN_EPILOG = """\
 Every config flag shows its TOML key ([section.key]) and default. Defaults are
-TrainConfig's; --model fedmf, fedncf, pfedrec and fedrap start from their
-reference [train] values instead (feddmr_jax/methods.py), listed after the
+TrainConfig's; every --model other than feddmr starts from its method's
+reference [train] values instead (feddmr_jax/methods/), listed after the
 default as "model: value"; "unused" marks keys a model ignores (its learning
 rates are [model] fields). [model] defaults are per model. Optional values
 accept "none". --resume DIR --rounds N extends a run to N rounds.
