@@ -11,6 +11,8 @@ from feddmr_jax.models.attention import MemoryAttention
 from feddmr_jax.models.base import Context, ModelParams
 from feddmr_jax.models.feddmr import FedDMRConfig, build_feddmr, encode
 
+import reference_round
+
 CFG = FedDMRConfig(dim=8, heads=2, layers=2, history_len=5)
 
 
@@ -80,15 +82,65 @@ def _init_layer(layer, tokens, memory, mask):
     return layer.init(jax.random.key(0), tokens, memory, mask, method=init)
 
 
-def test_history_len_zero_and_no_attention_ablations():
-    for cfg in (FedDMRConfig(dim=8, heads=2, history_len=0),
-                FedDMRConfig(dim=8, heads=2, attention=False)):
-        model, params = _params(cfg)
-        n = model.history_len
-        logits = model.apply(params, jnp.array([0, 5]),
-                             Context(jnp.zeros(n, jnp.int32), jnp.zeros(n, bool)))
-        assert logits.shape == (2,) and np.all(np.isfinite(logits))
-    assert set(_params(FedDMRConfig(dim=8, heads=2, attention=False))[1].shared.dense) == {"head"}
+def test_one_head_attention_weights_hand_computed():
+    """d = 2, one head, identity projections: weights are softmax(q . k / sqrt(2)) by hand."""
+    d = 2
+    layer = MemoryAttention(d, 1, 4)
+    tokens = jnp.array([[[1.0, 0.0], [0.0, 2.0]]])                     # one pair
+    memory = jnp.array([[1.0, 1.0], [2.0, 0.0], [-1.0, 3.0]])
+    mask = jnp.array([[True, False, True]])
+    variables = _init_layer(layer, tokens, memory, mask)
+    eye = np.eye(d, dtype=np.float32)
+    p = dict(variables["params"])
+    for name in ("query", "key", "value"):
+        p[name] = {"kernel": jnp.asarray(eye.reshape(d, 1, d))}
+    p["out"] = {"kernel": jnp.asarray(eye.reshape(1, d, d))}
+    kv = layer.apply({"params": p}, memory, method=MemoryAttention.project_memory)
+    out, weights = layer.apply({"params": p}, tokens, kv, mask, method=MemoryAttention.attend)
+    keys = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [2.0, 0.0], [-1.0, 3.0]])
+    valid = np.array([1.0, 1.0, 1.0, 0.0, 1.0])
+    for t, q in enumerate(([1.0, 0.0], [0.0, 2.0])):
+        e = np.exp(keys @ np.array(q) / np.sqrt(2.0)) * valid
+        expected = e / e.sum()
+        np.testing.assert_allclose(weights[0, 0, t], expected, rtol=1e-6)
+        np.testing.assert_allclose(out[0, t], expected @ keys, rtol=1e-5)
+    assert weights[0, 0, :, 3].tolist() == [0.0, 0.0]                  # masked slot: exactly 0
+
+
+def _ref_params(params):
+    return {"user": params.private.dense["user"], "items": params.shared.tables["items"],
+            "dense": params.shared.dense}
+
+
+@pytest.mark.parametrize("history_len", [0, 5])
+def test_feddmr_logits_match_hand_written_forward(history_len):
+    """Two layers, with and without memory, == tests/reference_round.py's forward pass."""
+    cfg = FedDMRConfig(dim=8, heads=2, layers=2, history_len=history_len)
+    model, params = _params(cfg)
+    history = jnp.array([3, 4, 5, 0, 0][:history_len], jnp.int32)
+    hmask = jnp.asarray(np.array([True, True, True, False, False])[:history_len])
+    items = jnp.array([0, 4, 7, 3])
+    logits = model.apply(params, items, Context(history, hmask))
+    expected = reference_round.feddmr_logits(_ref_params(params), items, history, hmask,
+                                             cfg.heads)
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_no_attention_ablation_is_head_on_raw_embeddings():
+    cfg = FedDMRConfig(dim=8, heads=2, attention=False)
+    model, params = _params(cfg)
+    assert model.history_len == 0
+    items = np.array([0, 5, 5, 11])
+    logits = model.apply(params, jnp.asarray(items),
+                         Context(jnp.zeros(0, jnp.int32), jnp.zeros(0, bool)))
+    u = np.asarray(params.private.dense["user"])
+    e = np.asarray(params.shared.tables["items"])[items]
+    head = jax.tree.map(np.asarray, params.shared.dense["head"])
+    f = np.concatenate([np.broadcast_to(u, e.shape), e, u * e], -1)
+    hidden = np.maximum(f @ head["dense_0"]["kernel"] + head["dense_0"]["bias"], 0.0)
+    expected = (hidden @ head["dense_1"]["kernel"] + head["dense_1"]["bias"])[:, 0]
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+    assert set(params.shared.dense) == {"head"}
     assert set(_params(FedDMRConfig(dim=8, heads=2, layers=0))[1].shared.dense) == {"head"}
 
 

@@ -17,6 +17,8 @@ from feddmr_jax.methods.pfedrec import pfedrec_item_lr, pfedrec_local_step
 from feddmr_jax.models.fedrap import FedRAPConfig, build_fedrap
 from feddmr_jax.models.pfedrec import PFedRecConfig, build_pfedrec
 
+import reference_round
+
 NO_CONTEXT = Context(jnp.zeros((0,), jnp.int32), jnp.zeros((0,), bool))
 ITEMS3 = jnp.array([[1.0, 0.0], [0.0, 1.0], [2.0, -1.0]])
 ALL = jnp.array([0, 1, 2])
@@ -132,24 +134,51 @@ def test_pfedrec_local_step_matches_numpy():
     assert state == ()
 
 
+ROW_ITEMS = np.array([0, 1, 3, 0])
+ROW_LABELS = np.array([1.0, 0.0, 0.0, 0.0])
+ROW_MASK = np.array([True, True, True, False])
+ROW_KEY = jax.random.PRNGKey(2)
+
+
 def run_client(model, step, *, epochs, batch_size):
     """One client's round on 4 examples (the last one padding) via the engine."""
     update = jax.jit(make_client_update(step, local_epochs=epochs, batch_size=batch_size))
-    data = ClientData(jnp.array([0, 1, 3, 0]), jnp.array([1.0, 0.0, 0.0, 0.0]),
-                      jnp.array([True, True, True, False]), jnp.zeros((0,), jnp.int32),
-                      jnp.zeros((0,), bool))
+    data = ClientData(jnp.asarray(ROW_ITEMS), jnp.asarray(ROW_LABELS, jnp.float32),
+                      jnp.asarray(ROW_MASK), jnp.zeros((0,), jnp.int32), jnp.zeros((0,), bool))
     shared = model.init_shared(jax.random.PRNGKey(0))
     private = model.init_private(jax.random.PRNGKey(1))
-    return shared, private, update(shared, private, data, jax.random.PRNGKey(2))
+    return shared, private, update(shared, private, data, ROW_KEY)
 
 
-def test_pfedrec_step_runs_in_client_update():
+def client_batches(epochs, batch_size):
+    """The row's minibatches in the order client.py documents (tests/reference_round.py)."""
+    return list(reference_round.minibatches(
+        ROW_KEY, reference_round.ClientRows(ROW_ITEMS, ROW_LABELS, ROW_MASK, None, None),
+        epochs, batch_size))
+
+
+def test_pfedrec_client_round_matches_numpy_loop():
+    """2 epochs of batches [2, 1] (padding skipped) == the numpy two-pass step in that order."""
     model = build_pfedrec(PFedRecConfig(dim=2), num_items=4)
-    step = pfedrec_local_step(model.apply, head_lr=0.1, item_lr=pfedrec_item_lr(4))
-    shared, _, result = run_client(model, step, epochs=2, batch_size=2)
-    assert np.isfinite(result.loss)
+    item_lr = pfedrec_item_lr(4, 0.1, 2.0)
+    step = pfedrec_local_step(model.apply, head_lr=0.1, item_lr=item_lr)
+    shared, private, result = run_client(model, step, epochs=2, batch_size=2)
+    batches = client_batches(2, 2)
+    assert [len(b) for b in batches] == [2, 1, 2, 1]
+    table = np.asarray(shared.tables["items"])
+    w = np.asarray(private.dense["user_head"]["kernel"][:, 0])
+    b = np.asarray(private.dense["user_head"]["bias"][0])
+    losses = []
+    for idx in batches:
+        table, w, b, loss = numpy_pfedrec_step(table, w, b, ROW_ITEMS[idx], ROW_LABELS[idx],
+                                               np.ones(len(idx), bool), 0.1, item_lr)
+        losses.append(loss)
+    tol = dict(rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result.shared.tables["items"], table, **tol)
+    np.testing.assert_allclose(result.private.dense["user_head"]["kernel"][:, 0], w, **tol)
+    np.testing.assert_allclose(result.private.dense["user_head"]["bias"][0], b, **tol)
+    np.testing.assert_allclose(result.loss, np.mean(losses), **tol)
     np.testing.assert_array_equal(result.shared.tables["items"][2], shared.tables["items"][2])
-    assert not np.allclose(result.shared.tables["items"][0], shared.tables["items"][0])
 
 
 # ---------------------------------------------------------------- FedRAP regularizers
@@ -207,14 +236,58 @@ def test_fedrap_optimizer_lrs_and_decay():
                                -10.0 * 0.81 * 0.5 * (1 + 0.1 * c), rtol=1e-6)
 
 
-def test_fedrap_trains_with_gradient_step():
-    cfg = FedRAPConfig(dim=2)
+def numpy_fedrap_sgd(params, items, labels, cfg, lr_scale):
+    """One reference FedRAP step on a batch: hand-written gradients of
+    BCE - lam * mean (D - C)^2 + mu * mean |C|, then torch SGD with weight decay
+    on every parameter (whole tables), lr ``lr_args`` (tables) or ``lr_network``
+    (head), times ``lr_scale``. Returns ``(params, loss)`` (loss before the step)."""
+    personal, common, w, b = params
+    n, d = len(items), personal.shape[1]
+    rows = personal[items] + common[items]
+    z = rows @ w + b
+    diff = personal[items] - common[items]
+    loss = (np.mean(np.logaddexp(0.0, z) - labels * z) - cfg.lam * np.mean(diff ** 2)
+            + cfg.mu * np.mean(np.abs(common[items])))
+    g = (sigmoid(z) - labels) / n                               # d BCE / d z
+    g_rows = g[:, None] * w[None, :]
+    g_personal, g_common = np.zeros_like(personal), np.zeros_like(common)
+    np.add.at(g_personal, items, g_rows - cfg.lam * 2 * diff / (n * d))
+    np.add.at(g_common, items, g_rows + cfg.lam * 2 * diff / (n * d)
+              + cfg.mu * np.sign(common[items]) / (n * d))
+    grads = (g_personal, g_common, (g[:, None] * rows).sum(0), g.sum())
+    lrs = (cfg.lr_args, cfg.lr_args, cfg.lr_network, cfg.lr_network)
+    new = tuple(p - lr * lr_scale * (gp + cfg.weight_decay * p)
+                for p, gp, lr in zip(params, grads, lrs))
+    return new, loss
+
+
+def test_fedrap_client_round_matches_numpy_loop():
+    """FedRAP's loss and optimizer in the client loop == numpy SGD with the per-step decay."""
+    cfg = FedRAPConfig(dim=2, lam=0.3, mu=0.2, lr_network=0.5, lr_args=3.0,
+                       weight_decay=0.05, step_decay=0.8)
     model = build_fedrap(cfg, num_items=4)
     step = gradient_step(fedrap_loss(model.apply, cfg), fedrap_optimizer(cfg))
-    _, private, result = run_client(model, step, epochs=1, batch_size=4)
-    assert np.isfinite(result.loss)
-    assert not np.allclose(result.private.tables["items_personal"],
-                           private.tables["items_personal"])
+    shared, private, result = run_client(model, step, epochs=2, batch_size=2)
+    params = tuple(np.asarray(x, np.float64) for x in (
+        private.tables["items_personal"], shared.tables["items"],
+        private.dense["user_head"]["kernel"][:, 0], private.dense["user_head"]["bias"][0]))
+    losses = []
+    for t, idx in enumerate(client_batches(2, 2)):      # 4 steps: lr * step_decay ** t
+        params, loss = numpy_fedrap_sgd(params, ROW_ITEMS[idx], ROW_LABELS[idx], cfg,
+                                        cfg.step_decay ** t)
+        losses.append(loss)
+    personal, common, w, b = params
+    tol = dict(rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(result.private.tables["items_personal"], personal, **tol)
+    np.testing.assert_allclose(result.shared.tables["items"], common, **tol)
+    np.testing.assert_allclose(result.private.dense["user_head"]["kernel"][:, 0], w, **tol)
+    np.testing.assert_allclose(result.private.dense["user_head"]["bias"][0], b, **tol)
+    np.testing.assert_allclose(result.loss, np.mean(losses), **tol)
+    # Row 2 is in no batch: only weight decay moved it, by (1 - lr * wd * decay^t) per step.
+    shrink = np.prod([1 - cfg.lr_args * cfg.weight_decay * cfg.step_decay ** t
+                      for t in range(4)])
+    np.testing.assert_allclose(result.shared.tables["items"][2],
+                               shrink * np.asarray(shared.tables["items"][2]), rtol=1e-5)
 
 
 # ---------------------------------------------------------------- vmap and grad
