@@ -36,9 +36,10 @@ def _one_by_one(exp, state, eval_set) -> dict[str, float]:
         out = exp.scorer(state.shared, state.private_store, np.array([u], np.int32),
                          eval_set.candidates[sl], eval_set.labels[sl], eval_set.mask[sl],
                          exp.planner.history[sl], exp.planner.history_mask[sl],
-                         np.array([True]), np.int32(0))
+                         np.array([True]))
         for name, value in out.items():
             per_user.setdefault(name, []).append(float(np.asarray(value)[0]))
+    assert all(per_user.pop("finite"))
     valid = np.array(per_user.pop("valid"), bool)
     auc_valid = valid & np.array(per_user.pop("auc_valid"), bool)
     return {name: float(np.mean(np.array(v)[auc_valid if name == "auc" else valid]))

@@ -74,15 +74,6 @@ class DataConfig:
     synthetic_interactions: float = 15.0  # synthetic dataset: mean interactions per user
     synthetic_seed: int = 0             # synthetic dataset: generator seed
 
-    def validate(self) -> None:
-        if self.split not in ("loo", "ratio"):
-            raise ConfigError(f"data.split must be loo or ratio, got {self.split!r}")
-        if self.tie_break not in ("row", "random"):
-            raise ConfigError(f"data.tie_break must be row or random, got {self.tie_break!r}")
-        if self.train_negatives not in ("strict", "reference"):
-            raise ConfigError("data.train_negatives must be strict or reference, "
-                              f"got {self.train_negatives!r}")
-
     def load_options(self) -> dict:
         """Loader options of the chosen dataset."""
         if self.dataset != "synthetic":
@@ -93,13 +84,18 @@ class DataConfig:
     def validate(self) -> None:
         if self.split not in ("loo", "ratio"):
             raise ConfigError(f"data.split must be loo or ratio, got {self.split!r}")
+        if self.tie_break not in ("row", "random"):
+            raise ConfigError(f"data.tie_break must be row or random, got {self.tie_break!r}")
+        if self.train_negatives not in ("strict", "reference"):
+            raise ConfigError("data.train_negatives must be strict or reference, "
+                              f"got {self.train_negatives!r}")
         for name in ("eval_negatives", "synthetic_users", "synthetic_items"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
         if not self.synthetic_interactions > 0:
             raise ConfigError("data.synthetic_interactions must be positive, "
                               f"got {self.synthetic_interactions}")
-        for name in ("eval_seed", "synthetic_seed"):
+        for name in ("eval_seed", "seed", "synthetic_seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"data.{name} must be >= 0, got {getattr(self, name)}")
 

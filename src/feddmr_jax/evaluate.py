@@ -137,17 +137,28 @@ def evaluate(scorer, shared: Leaves, private_store: Leaves, eval_set: EvalSet,
       history, history_mask: ``[U, n]`` memory of every user.
       chunk_size: users scored per call.
     """
-    num_users = eval_set.candidates.shape[0]
+    def block(users, real):
+        return scorer(shared, private_store, users.astype(np.int32), eval_set.candidates[users],
+                      eval_set.labels[users], eval_set.mask[users], history[users],
+                      history_mask[users], real)
+
+    return _mean_over_blocks(block, eval_set.candidates.shape[0], chunk_size)
+
+
+def _mean_over_blocks(block, num_users: int, chunk_size: int) -> dict[str, float]:
+    """Mean metrics of every user, computed ``chunk_size`` users at a time.
+
+    ``block(users [size], real [size]) -> {metric: [size]}`` scores one padded block
+    (the last block repeats its first user; ``real`` is False there), so every call
+    has the same shape and one program serves every block. Refuses users with
+    non-finite scores.
+    """
     size = min(chunk_size, num_users)
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, num_users, size):
         users = np.arange(start, min(start + size, num_users))
         n_real = len(users)
-        users = _pad_users(users, size)
-        out = scorer(shared, private_store, users.astype(np.int32),
-                     eval_set.candidates[users], eval_set.labels[users],
-                     eval_set.mask[users], history[users], history_mask[users],
-                     np.arange(size) < n_real)
+        out = block(_pad_users(users, size), np.arange(size) < n_real)
         for name, value in out.items():
             parts.setdefault(name, []).append(np.asarray(value)[:n_real])
     return _checked_mean({name: np.concatenate(v) for name, v in parts.items()})
@@ -196,14 +207,8 @@ def evaluate_stored(private_store: Leaves, eval_set: EvalSet, *, offset: int = 0
     if stored is None or stored.shape[1] < offset + c:
         raise ValueError("the private store holds no evaluation scores of these candidates "
                          "(local evaluation needs eval_items in build_algorithm)")
-    size = min(chunk_size, num_users)
-    parts: dict[str, list[np.ndarray]] = {}
-    for start in range(0, num_users, size):
-        users = np.arange(start, min(start + size, num_users))
-        n_real = len(users)
-        users = _pad_users(users, size)
-        out = _stored_metrics(stored[users, offset:offset + c], eval_set.labels[users],
-                              eval_set.mask[users], np.arange(size) < n_real, k=k)
-        for name, value in out.items():
-            parts.setdefault(name, []).append(np.asarray(value)[:n_real])
-    return _checked_mean({name: np.concatenate(v) for name, v in parts.items()})
+    def block(users, real):
+        return _stored_metrics(stored[users, offset:offset + c], eval_set.labels[users],
+                               eval_set.mask[users], real, k=k)
+
+    return _mean_over_blocks(block, num_users, chunk_size)

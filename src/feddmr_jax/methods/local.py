@@ -1,7 +1,7 @@
 """The ``local`` probe: PFedRec without federation (issue #11, docs/protocol.md).
 
-The model (:class:`feddmr_jax.models.local.LocalPFedRec`) is PFedRec's with
-every parameter private: each client trains its own item table
+The model (``models/local.py``: PFedRec's module with its table named
+``items_personal``) is PFedRec's with every parameter private: each client trains its own item table
 ``items_personal`` and its score head ``user_head`` on its own data, and the
 server aggregates nothing (the shared half is empty; a client uploads no
 parameter). What it measures: how far a method can get with no collaboration.

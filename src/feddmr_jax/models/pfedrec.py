@@ -49,17 +49,21 @@ class PFedRec(nn.Module):
     Attributes:
       config: hyperparameters (``dim``, ``init_scale``).
       num_items: rows of the item table.
+      table_name: parameter name of the item table (``split.py`` decides by name
+        whether it is shared or private).
     """
 
     config: PFedRecConfig
     num_items: int
+    table_name: str = "items"    # the item table's parameter name (``local``: items_personal)
 
     @nn.compact
     def __call__(self, items: Array, context: Context, *, deterministic: bool = True) -> Array:
         """Logits ``[B]`` of items ``[B]`` (context is unused)."""
         del context, deterministic
         d = self.config.dim
-        table = self.param("items", embedding_init(self.config.init_scale), (self.num_items, d))
+        table = self.param(self.table_name, embedding_init(self.config.init_scale),
+                           (self.num_items, d))
         head = nn.Dense(1, kernel_init=torch_linear_init(d), bias_init=torch_linear_init(d),
                         name="user_head")
         return head(table[items])[:, 0]
