@@ -27,7 +27,7 @@ from feddmr_jax.train import build_experiment, run_round
 
 def _experiment(args, secure: bool):
     train = {"model": args.model, "aggregator": "clipped_mean", "clip_norm": args.clip,
-             "secure_agg": secure, "seed": 0}
+             "secure_agg": secure, "secure_agg_bits": args.bits, "seed": 0}
     raw = {"data": {"dataset": args.dataset, "data_dir": args.data_dir}, "train": train}
     exp = build_experiment(config_lib.build_config(raw, source="bench_secure_agg"))
     return exp, exp.algorithm.init(exp.keys["init"])
@@ -47,6 +47,8 @@ def main() -> None:
     p.add_argument("--model", default="fedmf")
     p.add_argument("--clip", type=float, default=5.0, help="L2 bound of each upload")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per side")
+    p.add_argument("--bits", type=int, default=18,
+                   help="fixed-point bits (943 clients x clip 5 must fit in +-2^(31-bits))")
     add_output_args(p, "bench_secure_agg")
     args = p.parse_args()
     enable_compilation_cache()
@@ -62,7 +64,7 @@ def main() -> None:
     exp = sides["plain"][0]
     figures = {"benchmark": "bench_secure_agg", "model": args.model, "dataset": args.dataset,
                "clients_per_round": exp.clients_per_round, "clip": args.clip,
-               "neighbors": exp.cfg.train.secure_agg_neighbors,
+               "neighbors": exp.cfg.train.secure_agg_neighbors, "bits": args.bits,
                "plain_s_per_round": rounded(plain), "secure_s_per_round": rounded(secure),
                "overhead_ratio": rounded(secure / plain), "rounds_timed": args.rounds,
                "seconds": {k: [rounded(x) for x in v] for k, v in seconds.items()},
