@@ -87,7 +87,7 @@ def test_help_has_groups_and_choices(capsys):
     faults = out.split("fault injection (")[1].split("\nrun (")[0]
     for flag in ("--fault-client-dropout", "--fault-nan", "--fault-scale", "--fault-factor"):
         assert flag in faults
-    assert "start from their\nreference [train] values" in out
+    assert "starts from its method's\nreference [train] values" in out
 
 
 @pytest.mark.parametrize("argv, suggestion", [
