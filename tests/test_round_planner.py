@@ -87,21 +87,36 @@ def test_negatives_change_per_round_and_repeat_per_seed(split):
     assert changed >= 0.9 * len(users)
 
 
-def test_experiment_planner_excludes_validation_and_test_items():
-    """train.py must hand the planner every known positive, not the training ones only."""
+@pytest.mark.parametrize("train_negatives", ["reference", "strict"])
+def test_experiment_planner_exclusion_follows_data_train_negatives(train_negatives):
+    """train.py hands the planner the exclusion list ``data.train_negatives`` names:
+    ``reference`` every known positive (no held-out item is ever a negative), ``strict``
+    the training positives only (held-out items are drawn, training positives never)."""
+    import dataclasses
+
     from feddmr_jax.train import build_experiment
 
     from engine_helpers import tiny_config
 
-    exp = build_experiment(tiny_config())
-    held_out = {}
+    cfg = tiny_config()
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
+                                                            train_negatives=train_negatives))
+    exp = build_experiment(cfg)
+    held_out, train_pos = {}, {}
     for part in (exp.split.val, exp.split.test):
         for u, i in zip(part["user"].to_numpy(), part["item"].to_numpy()):
             held_out.setdefault(int(u), set()).add(int(i))
-    hits = 0
+    for u, i in zip(exp.split.train["user"].to_numpy(), exp.split.train["item"].to_numpy()):
+        train_pos.setdefault(int(u), set()).add(int(i))
+    hits = train_hits = 0
     for r in range(1, 9):
         rows = _rows(plan_round(exp.planner, np.arange(exp.split.num_users), r))
         for u, (items, labels, mask) in rows.items():
-            negatives = items[mask & (labels == 0)]
-            hits += len(set(negatives.tolist()) & held_out.get(u, set()))
-    assert hits == 0
+            negatives = set(items[mask & (labels == 0)].tolist())
+            hits += len(negatives & held_out.get(u, set()))
+            train_hits += len(negatives & train_pos.get(u, set()))
+    assert train_hits == 0
+    if train_negatives == "reference":
+        assert hits == 0
+    else:
+        assert hits > 0
