@@ -325,6 +325,8 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
     bar.note(f"building experiment: dataset {cfg.data.dataset}, model {t.model}, "
                f"{t.rounds} rounds...")
     exp = build_experiment(cfg, extra_terms=extra_terms)
+    bar.note(f"built in {time.perf_counter() - t0:.1f}s ({exp.split.num_users} users, "
+             f"{exp.split.num_items} items); compiling the initial state...")
     state = exp.algorithm.init(exp.keys["init"])
     loop = LoopState()
     first_round = 1
@@ -363,8 +365,8 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
                                  "processes": jax.process_count()}, force=True)
 
     if first_round <= t.rounds:
-        bar.note(f"built in {time.perf_counter() - t0:.1f}s ({exp.split.num_users} users, "
-                 f"{exp.split.num_items} items); compiling the round program (first round)...")
+        bar.note(f"initial state ready at {time.perf_counter() - t0:.1f}s; compiling the round "
+                 "program (first round)...")
     last = first_round - 1
     try:
         with install_stop_handler() as stop:
