@@ -17,6 +17,7 @@ negatives, ``eval_seed`` 0) by training popularity, with the project's metrics
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 from pathlib import Path
 
@@ -52,8 +53,11 @@ def popularity_row(inter, tie_break: str, seed: int = 0) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--csv", default=None,
+                        help="also write the rows as CSV (docs/results/protocol_check.csv)")
     args = parser.parse_args()
     root = Path(args.data_dir)
+    rows = []
     print("| file | tie-break | mean train pop. test | val | all-data pop. test "
           "| users tied test | val | popularity HR@10 val | test | val - test |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -61,9 +65,15 @@ def main() -> None:
         inter = load_dataset("ml-100k", path=root / name / "u.data")
         for tie_break in ("item-id", "row", "random"):
             r = popularity_row(inter, tie_break)
+            rows.append({"file": name, "tie_break": tie_break, **r})
             print(f"| {name} | {tie_break} | {r['pop_test']:.1f} | {r['pop_val']:.1f} "
                   f"| {r['pop_all_test']:.1f} | {r['tied_test']} | {r['tied_val']} | {r['hr10_val']:.3f} "
                   f"| {r['hr10_test']:.3f} | {r['hr10_val'] - r['hr10_test']:+.3f} |")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 if __name__ == "__main__":
