@@ -30,7 +30,8 @@ from __future__ import annotations
 
 from feddmr_jax.federated.client import LocalStep
 from feddmr_jax.losses import LossTerm
-from feddmr_jax.methods.base import OWN_OPTIMIZER, Method, no_terms
+from feddmr_jax.methods import pfedrec
+from feddmr_jax.methods.base import Method, no_terms
 from feddmr_jax.methods.pfedrec import HEAD, ITEMS, pfedrec_item_lr, pfedrec_local_step
 from feddmr_jax.models.base import Leaves, Model, ModelParams
 from feddmr_jax.models.local import LocalConfig, build_local
@@ -91,7 +92,5 @@ def local_step(model: Model, num_items: int, regularizers: dict[str, LossTerm]) 
 # PFedRec's reference [train] values (methods/pfedrec.py); no federation.
 METHOD = Method("local", LocalConfig, build_local, no_terms, local_step=local_step,
                 eval_mode="global",
-                train_defaults={"mu": 0.0, "table_mean": "participants",
-                                "weighting": "uniform", "batch_size": 256,
-                                "local_epochs": 1, "num_negatives": 4},
-                unused_train=OWN_OPTIMIZER)
+                train_defaults=pfedrec.METHOD.train_defaults,
+                unused_train=pfedrec.METHOD.unused_train)
