@@ -59,20 +59,58 @@ def test_shared_memory_projection_equals_per_example_attention():
     kv = layer.apply(variables, memory, method=MemoryAttention.project_memory)
     assert kv.keys.shape == kv.values.shape == (n, h, d // h)
     out, _ = layer.apply(variables, tokens, kv, mask, method=MemoryAttention.attend)
-    # Reference: plain softmax attention over the concatenated keys, one example at a time.
-    p = variables["params"]
+    for b in range(3):
+        ref = _plain_attention(variables["params"], tokens[b], memory, mask[b], h)
+        np.testing.assert_allclose(out[b], ref, rtol=1e-5, atol=1e-6)
+
+
+def _plain_attention(p, tokens, memory, mask, h):
+    """Reference: softmax attention of one example's tokens over the concatenated keys."""
+    d = tokens.shape[-1]
     wq, wk, wv = (p[name]["kernel"].reshape(d, d) for name in ("query", "key", "value"))
     wo = p["out"]["kernel"].reshape(d, d)
+    keys = jnp.concatenate([tokens, memory])
+    q = (tokens @ wq).reshape(2, h, d // h)
+    k = (keys @ wk).reshape(-1, h, d // h)
+    v = (keys @ wv).reshape(-1, h, d // h)
+    logits = jnp.einsum("thd,shd->hts", q, k) / np.sqrt(d // h)
+    full_mask = jnp.concatenate([jnp.array([True, True]), mask])
+    logits = jnp.where(full_mask, logits, -jnp.inf)
+    return jnp.einsum("hts,shd->thd", jax.nn.softmax(logits, -1), v).reshape(2, d) @ wo
+
+
+def _layer_norm(x):
+    mean = x.mean(-1, keepdims=True)
+    return (x - mean) / jnp.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + 1e-6)
+
+
+def test_pre_norm_layer_matches_hand_written_forward():
+    """norm="pre": x + MHA(LN(x) over [LN(x); LN(M)]), then + FFN(LN(x)); branches start at 0."""
+    d, h, n = 8, 2, 4
+    layer = MemoryAttention(d, h, 16, norm="pre")
+    tokens = jax.random.normal(jax.random.key(1), (3, 2, d))
+    memory = jax.random.normal(jax.random.key(2), (n, d))
+    mask = jnp.array([[True, False, True, True], [True, True, True, True],
+                      [False, False, False, True]])
+    variables = _init_layer(layer, tokens, memory, mask)
+    p = dict(variables["params"])
+    assert not np.any(p["out"]["kernel"]) and not np.any(p["ffn"]["dense_1"]["kernel"])
+    kv = layer.apply(variables, memory, method=MemoryAttention.project_memory)
+    out0, _ = layer.apply(variables, tokens, kv, mask)
+    np.testing.assert_array_equal(out0, tokens)                 # the identity at init
+    keys = jax.random.split(jax.random.key(3), 2)
+    p["out"] = {"kernel": jax.random.normal(keys[0], p["out"]["kernel"].shape)}
+    p["ffn"] = {**p["ffn"], "dense_1": {**p["ffn"]["dense_1"], "kernel": jax.random.normal(
+        keys[1], p["ffn"]["dense_1"]["kernel"].shape)}}
+    kv = layer.apply({"params": p}, memory, method=MemoryAttention.project_memory)
+    out, _ = layer.apply({"params": p}, tokens, kv, mask)
+    f = p["ffn"]
     for b in range(3):
-        keys = jnp.concatenate([tokens[b], memory])
-        q = (tokens[b] @ wq).reshape(2, h, d // h)
-        k = (keys @ wk).reshape(-1, h, d // h)
-        v = (keys @ wv).reshape(-1, h, d // h)
-        logits = jnp.einsum("thd,shd->hts", q, k) / np.sqrt(d // h)
-        full_mask = jnp.concatenate([jnp.array([True, True]), mask[b]])
-        logits = jnp.where(full_mask, logits, -jnp.inf)
-        ref = jnp.einsum("hts,shd->thd", jax.nn.softmax(logits, -1), v).reshape(2, d) @ wo
-        np.testing.assert_allclose(out[b], ref, rtol=1e-5, atol=1e-6)
+        x = tokens[b] + _plain_attention(p, _layer_norm(tokens[b]), _layer_norm(memory),
+                                         mask[b], h)
+        hidden = jnp.maximum(_layer_norm(x) @ f["dense_0"]["kernel"] + f["dense_0"]["bias"], 0)
+        ref = x + hidden @ f["dense_1"]["kernel"] + f["dense_1"]["bias"]
+        np.testing.assert_allclose(out[b], ref, rtol=1e-4, atol=1e-5)
 
 
 def _init_layer(layer, tokens, memory, mask):
@@ -144,6 +182,25 @@ def test_no_attention_ablation_is_head_on_raw_embeddings():
     assert set(_params(FedDMRConfig(dim=8, heads=2, layers=0))[1].shared.dense) == {"head"}
 
 
+def test_pre_norm_feddmr_starts_as_its_no_attention_ablation():
+    """At init the pre-norm layers are the identity: logits == head on the raw embeddings,
+    and only the zero-initialized branch outputs receive a gradient on the first step."""
+    cfg = FedDMRConfig(dim=8, heads=2, layers=2, history_len=5, norm="pre")
+    model, params = _params(cfg)
+    plain_model, plain = _params(FedDMRConfig(dim=8, heads=2, attention=False))
+    same = ModelParams(plain.private._replace(dense={"user": params.private.dense["user"]}),
+                       plain.shared._replace(tables=params.shared.tables,
+                                             dense={"head": params.shared.dense["head"]}))
+    context = Context(jnp.array([3, 4, 5, 0, 0]), jnp.array([True, True, True, False, False]))
+    items = jnp.array([0, 4, 7, 3])
+    np.testing.assert_array_equal(model.apply(params, items, context),
+                                  plain_model.apply(same, items, context))
+    grad = jax.grad(lambda p: model.apply(p, items, context).sum())(params)
+    layer = grad.shared.dense["layer_0"]
+    assert np.any(layer["out"]["kernel"]) and np.any(layer["ffn"]["dense_1"]["kernel"])
+    assert not np.any(layer["query"]["kernel"])
+
+
 def test_private_and_shared_split_is_explicit():
     _, params = _params()
     assert set(params.private.dense) == {"user"} and params.private.tables == {}
@@ -156,3 +213,5 @@ def test_heads_must_divide_dim():
 
     with pytest.raises(ConfigError, match="heads"):
         build_feddmr(FedDMRConfig(dim=8, heads=3), 10)
+    with pytest.raises(ConfigError, match="model.norm"):
+        build_feddmr(FedDMRConfig(dim=8, heads=2, norm="sandwich"), 10)

@@ -54,6 +54,18 @@ def test_proximal_is_half_mu_squared_distance_on_shared_only():
     assert float(grad.private.dense["w"]) == 0.0
 
 
+def test_proximal_dense_scope_leaves_item_rows_free():
+    params = ModelParams(private=Leaves({}, {}),
+                         shared=Leaves({"items": jnp.array([[1.0, 2.0]])}, {"w": jnp.array(3.0)}))
+    global_shared = Leaves({"items": jnp.array([[0.0, 4.0]])}, {"w": jnp.array(1.0)})
+    assert float(proximal(0.5, "dense")(params, global_shared, None)) == pytest.approx(0.25 * 4)
+    assert float(proximal(0.5)(params, global_shared, None)) == pytest.approx(0.25 * 9)
+    grad = jax.grad(lambda p: proximal(0.5, "dense")(p, global_shared, None))(params)
+    assert not np.any(grad.shared.tables["items"]) and float(grad.shared.dense["w"]) == 1.0
+    with pytest.raises(ValueError, match="scope"):
+        proximal(0.5, "tables")
+
+
 def test_l2_and_compose_with_a_user_term():
     params = _params([[1.0, 2.0]], 3.0)
     assert float(l2(0.1)(params, params.shared, None)) == pytest.approx(0.05 * 14.0)

@@ -38,6 +38,7 @@ from typing import Any, Mapping
 
 from feddmr_jax.errors import ConfigError
 from feddmr_jax.federated.faults import FaultConfig
+from feddmr_jax.losses import PROX_SCOPES
 from feddmr_jax.methods import (MODEL_CONFIGS, ModelConfig, get_method, model_config_class,
                                 model_name_of)
 from feddmr_jax.models.feddmr import FedDMRConfig
@@ -111,6 +112,7 @@ class TrainConfig:
     lr: float = 0.01                    # client lr of the network (chosen on ml-100k validation)
     embedding_lr: float | None = 0.1    # lr of item tables and private params; None = lr
     mu: float = 0.01                    # proximal coefficient (FedProx); 0 = FedAvg
+    prox_scope: str = "all"             # proximal term on all shared leaves (all) or the networks only (dense)
     l2: float = 0.0                     # weight decay on the params a client trains
     clients_per_round: int | None = None  # participants per round (None: see client_fraction)
     client_fraction: float | None = None  # fraction of clients per round (None and None: all)
@@ -174,6 +176,8 @@ class TrainConfig:
             raise ConfigError(f"train.num_negatives must be >= 1, got {self.num_negatives}")
         if self.mu < 0:
             raise ConfigError(f"train.mu must be >= 0, got {self.mu}")
+        if self.prox_scope not in PROX_SCOPES:
+            raise ConfigError(f"train.prox_scope must be all or dense, got {self.prox_scope!r}")
         if self.l2 < 0:
             raise ConfigError(f"train.l2 must be >= 0, got {self.l2}")
         # 0 is allowed: a frozen model, for protocol checks (local = global evaluation).

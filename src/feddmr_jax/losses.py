@@ -76,12 +76,27 @@ def bce(apply: ApplyFn) -> LossTerm:
     return term
 
 
-def proximal(mu: float) -> LossTerm:
-    """FedProx term ``(mu / 2) * ||shared(params) - global_shared||^2``."""
+PROX_SCOPES = ("all", "dense")
+
+
+def proximal(mu: float, scope: str = "all") -> LossTerm:
+    """FedProx term ``(mu / 2) * ||shared(params) - global_shared||^2``.
+
+    Args:
+      mu: the coefficient.
+      scope: ``"all"`` (every shared leaf: item-table rows and networks) or ``"dense"``
+        (the shared networks only; item rows move freely, as the rows a client touches
+        are its own evidence about those items).
+    """
+    if scope not in PROX_SCOPES:
+        raise ValueError(f"proximal scope must be one of {PROX_SCOPES}, got {scope!r}")
 
     def term(params: ModelParams, global_shared: Leaves, batch: Batch) -> Array:
         del batch
-        diff = jax.tree.map(jnp.subtract, params.shared, global_shared)
+        local, ref = params.shared, global_shared
+        if scope == "dense":
+            local, ref = local.dense, ref.dense
+        diff = jax.tree.map(jnp.subtract, local, ref)
         return 0.5 * mu * tree_sq_norm(diff)
 
     return term

@@ -91,7 +91,7 @@ def regularizers(cfg: config_lib.TrainConfig,
     """proximal(mu) and l2 when non-zero, plus any user terms."""
     terms: dict[str, LossTerm] = {}
     if cfg.mu > 0:
-        terms["proximal"] = proximal(cfg.mu)
+        terms["proximal"] = proximal(cfg.mu, cfg.prox_scope)
     if cfg.l2 > 0:
         terms["l2"] = l2(cfg.l2)
     terms.update(extra_terms or {})

@@ -7,10 +7,20 @@ positives). ``M`` is keys/values only: its key/value projections
 (:meth:`MemoryAttention.project_memory`) are computed once per client step and
 shared by every example of the batch, so an example costs O(n·d), not O(n·d²).
 
-One layer (post-norm, as in the original Transformer)::
+One layer, ``norm="post"`` (as in the original Transformer)::
 
     x <- LayerNorm(x + Dropout(MHA(queries=x, keys=values=[x ; M])))
     x <- LayerNorm(x + Dropout(FFN(x)))
+
+``norm="pre"`` (pre-norm residual stream, as in GPT-2 and most later encoders)::
+
+    h <- LN_a(x);  x <- x + Dropout(MHA(queries=h, keys=values=[h ; LN_a(M)]))
+    x <- x + Dropout(FFN(LN_f(x)))
+
+with the output projection and the FFN's last layer zero-initialized, so that
+each residual branch starts at zero and the layer at the identity: a pre-norm
+FedDMR starts as its no-attention ablation and the tokens keep the scale of the
+embeddings (no LayerNorm on the way to the head).
 
 Masked keys (padded memory slots, and the memory slot holding the example's
 target item itself) get a logit of -1e30 before the softmax, hence an
@@ -38,6 +48,7 @@ from feddmr_jax.models.layers import MLP, glorot
 
 Array = jax.Array
 _MASKED = -1e30
+NORMS = ("post", "pre")
 
 
 class MemoryKV(NamedTuple):
@@ -60,26 +71,34 @@ class MemoryAttention(nn.Module):
       heads: number of heads H (must divide d).
       ffn_dim: hidden width of the feed-forward block.
       dropout: dropout rate on the attention and FFN outputs (``"dropout"`` rng).
+      norm: ``"post"`` or ``"pre"`` (see the module docstring).
     """
 
     dim: int
     heads: int
     ffn_dim: int
     dropout: float = 0.0
+    norm: str = "post"
 
     def setup(self):
         head_dim = self.dim // self.heads
         project = lambda: nn.DenseGeneral((self.heads, head_dim), use_bias=False,  # noqa: E731
                                           kernel_init=glorot)
         self.query, self.key, self.value = project(), project(), project()
-        self.out = nn.DenseGeneral(self.dim, axis=(-2, -1), use_bias=False, kernel_init=glorot)
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        branch_init = nn.initializers.zeros if self.norm == "pre" else glorot
+        self.out = nn.DenseGeneral(self.dim, axis=(-2, -1), use_bias=False,
+                                   kernel_init=branch_init)
         self.norm_attention = nn.LayerNorm(epsilon=1e-6, use_fast_variance=False)
-        self.ffn = MLP((self.ffn_dim, self.dim))
+        self.ffn = MLP((self.ffn_dim, self.dim), final_init=branch_init)
         self.norm_ffn = nn.LayerNorm(epsilon=1e-6, use_fast_variance=False)
         self.drop = nn.Dropout(self.dropout)
 
     def project_memory(self, memory: Array) -> MemoryKV:
         """Key/value projections of the memory ``[n, d]`` (once per client step)."""
+        if self.norm == "pre":
+            memory = self.norm_attention(memory)
         return MemoryKV(keys=self.key(memory), values=self.value(memory))
 
     def attend(self, tokens: Array, memory: MemoryKV, memory_mask: Array
@@ -120,7 +139,11 @@ class MemoryAttention(nn.Module):
         Returns:
           ``(tokens [B, T, d], attention weights [B, H, T, T + n])``.
         """
+        drop = lambda y: self.drop(y, deterministic=deterministic)  # noqa: E731
+        if self.norm == "pre":
+            att, weights = self.attend(self.norm_attention(tokens), memory, memory_mask)
+            x = tokens + drop(att)
+            return x + drop(self.ffn(self.norm_ffn(x))), weights
         att, weights = self.attend(tokens, memory, memory_mask)
-        x = self.norm_attention(tokens + self.drop(att, deterministic=deterministic))
-        x = self.norm_ffn(x + self.drop(self.ffn(x), deterministic=deterministic))
-        return x, weights
+        x = self.norm_attention(tokens + drop(att))
+        return self.norm_ffn(x + drop(self.ffn(x))), weights

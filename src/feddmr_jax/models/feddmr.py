@@ -13,6 +13,11 @@ Forward pass for one client and a batch of items (DESIGN.md section 1)::
     x        = Layer_l(x, M) for l = 1..L     # models/attention.py
     logit(i) = MLP([x_u, x_i, x_u * x_i])
 
+``norm="post"`` puts a LayerNorm after each residual (the head sees normalized
+tokens); ``norm="pre"`` normalizes each branch's input and zero-initializes its
+output, so at initialization the layers are the identity and the model equals its
+``attention=False`` ablation (``models/attention.py``).
+
 The memory slot holding the target item ``i`` itself is masked out, so that a
 training positive is never trivially "found" in the history. Each layer
 projects the memory once per call (one client step), for the whole batch.
@@ -29,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from feddmr_jax.errors import ConfigError
-from feddmr_jax.models.attention import MemoryAttention
+from feddmr_jax.models.attention import NORMS, MemoryAttention
 from feddmr_jax.models.base import Context, Model, ModelParams
 from feddmr_jax.models.layers import MLP, embedding_init
 from feddmr_jax.models.split import ParamSplit, bind_rows, merge_params, module_model
@@ -50,6 +55,7 @@ class FedDMRConfig:
     dropout: float = 0.0          # dropout on attention and FFN outputs
     attention: bool = True        # False: MLP head on raw embeddings (ablation)
     init_scale: float = 0.1       # std of the embedding initializers
+    norm: str = "post"            # layer form: post (LN after each residual) or pre (zero-init branches)
 
     def validate(self) -> None:
         if self.dim <= 0:
@@ -60,6 +66,8 @@ class FedDMRConfig:
             raise ConfigError(f"model.layers must be >= 0, got {self.layers}")
         if self.history_len < 0:
             raise ConfigError(f"model.history_len must be >= 0, got {self.history_len}")
+        if self.norm not in NORMS:
+            raise ConfigError(f"model.norm must be post or pre, got {self.norm!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
@@ -88,7 +96,7 @@ class FedDMR(nn.Module):
         cfg = self.config
         self.items = self.param("items", embedding_init(cfg.init_scale), (self.num_items, cfg.dim))
         self.user = self.param("user", embedding_init(cfg.init_scale), (cfg.dim,))
-        self.layers = [MemoryAttention(cfg.dim, cfg.heads, cfg.ffn_width, cfg.dropout,
+        self.layers = [MemoryAttention(cfg.dim, cfg.heads, cfg.ffn_width, cfg.dropout, cfg.norm,
                                        name=f"layer_{l}") for l in range(cfg.num_layers)]
         self.head = MLP((cfg.dim, 1))
 

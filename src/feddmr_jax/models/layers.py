@@ -42,16 +42,21 @@ class MLP(nn.Module):
     Attributes:
       features: output width of each layer (layers are named ``dense_0``, ...).
       activate_final: also apply a ReLU after the last layer (NeuMF's tower).
+      final_init: kernel initializer of the last layer (default Glorot; FedDMR's pre-norm
+        layers pass zeros so that a residual branch starts as the identity).
     """
 
     features: tuple[int, ...]
     activate_final: bool = False
+    final_init: Initializer | None = None
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """``x [..., d_in] -> [..., features[-1]]``."""
         for i, width in enumerate(self.features):
-            x = nn.Dense(width, kernel_init=glorot, name=f"dense_{i}")(x)
+            last = i == len(self.features) - 1
+            init = self.final_init if last and self.final_init is not None else glorot
+            x = nn.Dense(width, kernel_init=init, name=f"dense_{i}")(x)
             if i < len(self.features) - 1 or self.activate_final:
                 x = nn.relu(x)
         return x
