@@ -255,7 +255,7 @@ def compare_dataset(dataset: str, methods: list[str], seeds: list[int], args, ex
     return rows
 
 
-def _parse_set(items: list[str]) -> dict[str, Any]:
+def parse_set(items: list[str]) -> dict[str, Any]:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -268,7 +268,7 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _seeds(text: str) -> list[int]:
+def parse_seeds(text: str) -> list[int]:
     parts = [int(p) for p in text.split(",") if p.strip()]
     return list(range(parts[0])) if len(parts) == 1 else parts
 
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         for dataset in datasets:
-            compare_dataset(dataset, methods, _seeds(args.seeds), args, _parse_set(args.set),
+            compare_dataset(dataset, methods, parse_seeds(args.seeds), args, parse_set(args.set),
                             command)
     except ConfigError as e:
         print(f"compare.py: error: {e}", file=sys.stderr)

@@ -132,11 +132,12 @@ KNOBS: dict[str, tuple[Knob, ...]] = {
 }
 
 # Seconds per ml-100k round (943 clients, evaluation excluded) on the project's 2-core CPU, at
-# each method's reference local_epochs: FedDMR 18.4 (attention, history 50, idle machine) and
-# 1.36 (no attention) from benchmarks/RESULTS.md; PFedRec 0.81, FedMF 1.12, FedNCF 1.87, FedRAP
-# 5.34 (10 epochs) from docs/results.md (100-round medians); history 0: 10.4 (issue 13's
-# measurement). History 10 is an interpolation, not a measurement.
-S_PER_ROUND = {"feddmr": 18.4, "feddmr_history0": 10.4, "feddmr_history10": 12.0,
+# each method's reference local_epochs: FedDMR 18.8 (attention, history 50, 2 layers), 11.4
+# (history 0) and 7.1 (history 10, 1 layer; bench_round --skip-loop --rounds 1, idle machine,
+# commit ed12213, pre-norm) and 1.36 (no attention, benchmarks/RESULTS.md); PFedRec 0.81,
+# FedMF 1.12, FedNCF 1.87, FedRAP 5.34 (10 epochs) from docs/results.md (100-round medians).
+# History 10 with 2 layers is 2 x (7.1 - 1.36) + 1.36, an interpolation.
+S_PER_ROUND = {"feddmr": 18.8, "feddmr_history0": 11.4, "feddmr_history10": 12.8,
                "feddmr_no_attention": 1.36, "pfedrec": 0.81, "fedmf": 1.12, "fedncf": 1.87,
                "fedrap": 5.34}
 
@@ -513,8 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in methods if m not in KNOBS]
     if unknown:
         p.error(f"unknown method(s) {', '.join(unknown)} (known: {', '.join(KNOBS)})")
-    args.seeds = compare._seeds(args.seeds)
-    extra = compare._parse_set(args.set)
+    args.seeds = compare.parse_seeds(args.seeds)
+    extra = compare.parse_set(args.set)
     try:
         grids = _grids(args.grid, methods)
         if args.dry_run:

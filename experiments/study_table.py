@@ -1,0 +1,109 @@
+"""Markdown tables of a FedDMR study (experiments/feddmr_study.py's ``study_runs.csv``).
+
+    python experiments/study_table.py results/feddmr_study [--csv docs/results/feddmr_study_test.csv]
+
+Prints, per method, the screen points in the order they ran (validation figures only, as the
+search saw them), then the confirmed points' **test** figures at the best validation round,
+mean ± std over seeds, and FedDMR's relative difference to the best baseline on each metric
+(the paper's claim is about AUC and Precision@10). This script reports; it chooses nothing
+(the choice is the study's, on validation: ``study_chosen.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+from pathlib import Path
+
+METRICS = ("hr@10", "ndcg@10", "auc", "precision@10")
+
+
+def read_rows(folder: Path) -> list[dict]:
+    path = folder / "study_runs.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no study_runs.csv (run experiments/feddmr_study.py)")
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def screen_table(rows: list[dict]) -> str:
+    lines = ["| method | step | knob | point | val HR@10 | val AUC | best round | s/round |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["stage"].startswith("screen"):
+            lines.append(f"| {r['method']} | {r['step']} | {r['knob']} | `{r['point']}` | "
+                         f"{float(r['val_hr@10']):.4f} | {float(r['val_auc']):.4f} | "
+                         f"{r['best_round']} | {float(r['s_per_round']):.2f} |")
+    return "\n".join(lines)
+
+
+def confirm_summary(rows: list[dict]) -> list[dict]:
+    """One row per (method, confirmed point): mean and std over seeds of val and test."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        if r["stage"].startswith("confirm"):
+            groups.setdefault((r["method"], r["point_id"]), []).append(r)
+    out = []
+    for (method, pid), runs in groups.items():
+        row = {"method": method, "point_id": pid, "point": runs[0]["point"],
+               "seeds": len(runs), "rounds": runs[0]["rounds"],
+               "best_rounds": " ".join(r["best_round"] for r in runs),
+               "s_per_round": statistics.median(float(r["s_per_round"]) for r in runs)}
+        for split in ("val", "test"):
+            for m in METRICS:
+                values = [float(r[f"{split}_{m}"]) for r in runs]
+                row[f"{split}_{m}_mean"] = statistics.mean(values)
+                row[f"{split}_{m}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        out.append(row)
+    return out
+
+
+def test_table(summary: list[dict], target: str = "feddmr") -> str:
+    cols = " | ".join(f"test {m.upper()}" for m in METRICS)
+    lines = [f"| method | point | seeds | {cols} | val HR@10 | s/round |",
+             "|---|---|---|" + "---|" * len(METRICS) + "---|---|"]
+    for s in summary:
+        cells = " | ".join(f"{s[f'test_{m}_mean']:.4f} ± {s[f'test_{m}_std']:.4f}"
+                           for m in METRICS)
+        lines.append(f"| {s['method']} | `{s['point']}` | {s['seeds']} | {cells} | "
+                     f"{s['val_hr@10_mean']:.4f} | {s['s_per_round']:.2f} |")
+    mine = [s for s in summary if s["method"] == target]
+    others = [s for s in summary if s["method"] != target]
+    if mine and others:
+        lines.append("")
+        for m in METRICS:
+            best = max(others, key=lambda s: s[f"test_{m}_mean"])
+            rel = mine[0][f"test_{m}_mean"] / best[f"test_{m}_mean"] - 1.0
+            lines.append(f"- {target} vs the best baseline on test {m.upper()} "
+                         f"({best['method']}): {100 * rel:+.2f}%")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folder", help="the study's --out folder")
+    p.add_argument("--csv", default=None, help="also write the confirm summary to this CSV")
+    args = p.parse_args(argv)
+    try:
+        rows = read_rows(Path(args.folder))
+    except FileNotFoundError as e:
+        print(f"study_table.py: error: {e}", file=sys.stderr)
+        return 2
+    print("## Screen (validation only)\n")
+    print(screen_table(rows))
+    summary = confirm_summary(rows)
+    if summary:
+        print("\n## Confirmed points (test at the best validation round)\n")
+        print(test_table(summary))
+        if args.csv:
+            with open(args.csv, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(summary[0]))
+                writer.writeheader()
+                writer.writerows(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

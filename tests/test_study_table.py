@@ -1,0 +1,57 @@
+"""experiments/study_table.py: the docs tables of a FedDMR study, from its CSV."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import study_table  # noqa: E402
+
+
+def _row(method, stage, pid, seed, test_auc, test_p, val_hr=0.5):
+    row = {"method": method, "stage": stage, "step": 0, "knob": "confirm", "point_id": pid,
+           "point": pid, "seed": seed, "rounds": 100, "best_round": 90, "s_per_round": 1.0,
+           "wall_s": 100.0}
+    for m in study_table.METRICS:
+        row[f"val_{m}"] = val_hr
+        row[f"test_{m}"] = 0.5
+    row["test_auc"], row["test_precision@10"] = test_auc, test_p
+    return row
+
+
+def _write(folder: Path, rows: list[dict]) -> None:
+    with open(folder / "study_runs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_mean_std_and_relative_difference_to_the_best_baseline(tmp_path, capsys):
+    rows = [_row("feddmr", "screen30", "reference", 0, 0.8, 0.05),
+            _row("feddmr", "confirm100", "pa", 0, 0.86, 0.060),
+            _row("feddmr", "confirm100", "pa", 1, 0.88, 0.062),
+            _row("fedncf", "confirm100", "reference", 0, 0.90, 0.050),
+            _row("fedncf", "confirm100", "reference", 1, 0.90, 0.050),
+            _row("fedmf", "confirm100", "reference", 0, 0.70, 0.070),
+            _row("fedmf", "confirm100", "reference", 1, 0.70, 0.070)]
+    _write(tmp_path, rows)
+    out_csv = tmp_path / "summary.csv"
+    assert study_table.main([str(tmp_path), "--csv", str(out_csv)]) == 0
+    text = capsys.readouterr().out
+    assert "0.8700 ± 0.0141" in text                            # feddmr test AUC over 2 seeds
+    assert "test AUC (fedncf): -3.33%" in text                  # 0.87 / 0.90 - 1
+    assert "test PRECISION@10 (fedmf): -12.86%" in text         # 0.061 / 0.070 - 1
+    screen = text.split("## Confirmed")[0]
+    assert screen.count("| feddmr |") == 1 and "`reference` | 0.5000" in screen
+    summary = list(csv.DictReader(open(out_csv)))
+    assert [s["method"] for s in summary] == ["feddmr", "fedncf", "fedmf"]
+    assert float(summary[0]["test_auc_mean"]) == pytest.approx(0.87)
+
+
+def test_missing_csv_is_a_one_line_error(tmp_path, capsys):
+    assert study_table.main([str(tmp_path)]) == 2
+    assert "study_runs.csv" in capsys.readouterr().err
