@@ -57,6 +57,8 @@ _CHOICES = {
     ("train", "optimizer"): ("adam", "sgd"),
     ("train", "weighting"): ("uniform", "examples"),
     ("train", "table_mean"): ("touched", "participants"),
+    ("train", "prox_scope"): ("all", "dense"),
+    ("model", "norm"): ("post", "pre"),
     ("train", "aggregator"): ("mean", "clipped_mean", "median", "trimmed_mean"),
     ("train", "dp_accountant"): ("rdp", "pld"),
 }
