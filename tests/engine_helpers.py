@@ -10,7 +10,7 @@ import numpy as np
 from feddmr_jax.config import DataConfig, RunConfig, TrainConfig
 from feddmr_jax.models.feddmr import FedDMRConfig
 
-TINY_MODEL = FedDMRConfig(dim=8, heads=2, layers=2, history_len=6)
+TINY_MODEL = FedDMRConfig(dim=8, heads=2, layers=2, history_len=6, norm="post")
 TINY_DATA = DataConfig(dataset="synthetic", synthetic_users=24, synthetic_items=40,
                        synthetic_interactions=8.0, eval_negatives=10)
 TINY_TRAIN = TrainConfig(rounds=2, batch_size=16, chunk_size=4, lr=0.05, mu=0.01)

@@ -13,7 +13,7 @@ from feddmr_jax.models.feddmr import FedDMRConfig, build_feddmr, encode
 
 import reference_round
 
-CFG = FedDMRConfig(dim=8, heads=2, layers=2, history_len=5)
+CFG = FedDMRConfig(dim=8, heads=2, layers=2, history_len=5, norm="post")
 
 
 def _params(cfg=CFG, num_items=12):
@@ -153,7 +153,7 @@ def _ref_params(params):
 @pytest.mark.parametrize("history_len", [0, 5])
 def test_feddmr_logits_match_hand_written_forward(history_len):
     """Two layers, with and without memory, == tests/reference_round.py's forward pass."""
-    cfg = FedDMRConfig(dim=8, heads=2, layers=2, history_len=history_len)
+    cfg = FedDMRConfig(dim=8, heads=2, layers=2, history_len=history_len, norm="post")
     model, params = _params(cfg)
     history = jnp.array([3, 4, 5, 0, 0][:history_len], jnp.int32)
     hmask = jnp.asarray(np.array([True, True, True, False, False])[:history_len])

@@ -74,12 +74,12 @@ def port_fedrap(cfg, private, shared):
 
 
 CASES = {
-    "feddmr": (FedDMRConfig(dim=8, heads=2, layers=2, history_len=6), build_feddmr, port_feddmr),
+    "feddmr": (FedDMRConfig(dim=8, heads=2, layers=2, history_len=6, norm="post"), build_feddmr, port_feddmr),
     "feddmr_dropout": (FedDMRConfig(dim=8, heads=4, layers=2, history_len=6, ffn_dim=12,
-                                    dropout=0.3), build_feddmr, port_feddmr),
-    "feddmr_one_layer": (FedDMRConfig(dim=8, heads=2, layers=1, history_len=6),
+                                    dropout=0.3, norm="post"), build_feddmr, port_feddmr),
+    "feddmr_one_layer": (FedDMRConfig(dim=8, heads=2, layers=1, history_len=6, norm="post"),
                          build_feddmr, port_feddmr),
-    "feddmr_no_history": (FedDMRConfig(dim=8, heads=2, history_len=0), build_feddmr,
+    "feddmr_no_history": (FedDMRConfig(dim=8, heads=2, history_len=0, norm="post"), build_feddmr,
                           port_feddmr),
     "feddmr_no_attention": (FedDMRConfig(dim=8, heads=2, attention=False), build_feddmr,
                             port_feddmr),

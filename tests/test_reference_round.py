@@ -33,7 +33,7 @@ TRAIN = TrainConfig(rounds=1, local_epochs=2, batch_size=8, chunk_size=4, lr=0.0
                     optimizer="adam", server_lr=1.0)
 MODELS = {
     "fedmf": FedMFConfig(dim=4),
-    "feddmr": FedDMRConfig(dim=4, heads=2, layers=1, history_len=3),
+    "feddmr": FedDMRConfig(dim=4, heads=2, layers=1, history_len=3, norm="post"),
 }
 ROUND = 3
 TOL = 1e-5

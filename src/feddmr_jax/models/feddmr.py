@@ -8,10 +8,16 @@ Split (top-level parameters of :class:`FedDMR`; see ``split.py``):
 
 Forward pass for one client and a batch of items (DESIGN.md section 1)::
 
-    M        = E[history]                     # local memory, [n, d]
+    M        = E[history]                     # local memory, [n, d] (n = history_len)
     x        = [p_u, E[i]]                    # query tokens, [2, d]
     x        = Layer_l(x, M) for l = 1..L     # models/attention.py
     logit(i) = MLP([x_u, x_i, x_u * x_i])
+
+The defaults (pre-norm, ``history_len = 0``: the user and item tokens attend to
+each other only, no memory) are the configuration chosen on ml-100k validation
+by the issue-13 study (docs/results.md, "FedDMR study"); the earlier default
+(post-norm, a memory of the 50 most recent positives) is ``norm="post",
+history_len=50``.
 
 ``norm="post"`` puts a LayerNorm after each residual (the head sees normalized
 tokens); ``norm="pre"`` normalizes each branch's input and zero-initializes its
@@ -50,12 +56,12 @@ class FedDMRConfig:
     dim: int = 32                 # embedding size d
     heads: int = 4                # attention heads H (must divide dim)
     layers: int = 2               # attention layers ("dual-layer" = 2)
-    history_len: int = 50         # memory size n: most recent training positives
+    history_len: int = 0          # memory size n of recent training positives; 0: pair attention
     ffn_dim: int | None = None    # feed-forward width; None = 2 * dim
     dropout: float = 0.0          # dropout on attention and FFN outputs
     attention: bool = True        # False: MLP head on raw embeddings (ablation)
     init_scale: float = 0.1       # std of the embedding initializers
-    norm: str = "post"            # layer form: post (LN after each residual) or pre (zero-init branches)
+    norm: str = "pre"             # layer form: pre (zero-init branches) or post (LN after each residual)
 
     def validate(self) -> None:
         if self.dim <= 0:
