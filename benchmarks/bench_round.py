@@ -23,7 +23,7 @@ and scales its training time by the ratio of padded example slots (stated in
 the output as ``loop_scale``).
 
 Default: ml-100k (``--data-dir``, ``$FEDDMR_DATA_DIR`` or ``../shared/data``),
-all 943 clients per round, 1 local epoch, batch 256, 4 negatives, history 50
+all 943 clients per round, 1 local epoch, batch 256, 4 negatives, pair attention
 (the config defaults). ``--one-class K`` trains only K fixed clients of the
 most populous shape class every round (one compiled chunk shape per side).
 ``--quick`` = ``--one-class 128``, 2 timed rounds: a CPU check of the script

@@ -79,7 +79,10 @@ SPECS: dict[str, Spec] = {
     "feddmr": Spec("feddmr", {}),
     "feddmr_no_attention": Spec("feddmr", {"model.attention": False}),
     "feddmr_1layer": Spec("feddmr", {"model.layers": 1}),
-    "feddmr_no_history": Spec("feddmr", {"model.history_len": 0}),
+    # The default is pair attention (history 0, pre-norm; issue 13): the memory readings and
+    # the earlier default (post-norm, memory of 50) are ablations.
+    "feddmr_memory50": Spec("feddmr", {"model.history_len": 50}),
+    "feddmr_post_memory50": Spec("feddmr", {"model.history_len": 50, "model.norm": "post"}),
     "feddmr_mu0": Spec("feddmr", {"train.mu": 0.0}),
     **{f"feddmr_heads{h}": Spec("feddmr", {"model.heads": h}) for h in (1, 2, 8)},
     **{f"feddmr_dim{d}": Spec("feddmr", {"model.dim": d}) for d in (16, 64)},
