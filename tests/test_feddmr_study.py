@@ -91,14 +91,14 @@ def test_dry_run_builds_every_planned_point(capsys):
     out = capsys.readouterr().out
     for method in study.KNOBS:
         assert f"\n{method}: " in f"\n{out}"
-    assert "model.history_len=0" in out and "estimated CPU time" in out
+    assert "model.history_len=50" in out and "estimated CPU time" in out  # default is 0
     args = dict(dataset="ml-100k", data_dir=None, screen_rounds=30, near_tie=0.002)
     plan = study.plan("feddmr", study.argparse.Namespace(**args, max_points=5, knobs=None),
                       {}, None)
     assert len(plan) == 5 and plan[0] == {}
     plan = study.plan("feddmr", study.argparse.Namespace(
         **args, max_points=None, knobs="model.history_len,train.mu,model.nope"), {}, None)
-    assert plan == [{}, {"model.history_len": 0}, {"model.history_len": 10},
+    assert plan == [{}, {"model.history_len": 10}, {"model.history_len": 50},
                     {"train.mu": 0.0}, {"train.mu": 0.001}, {"train.mu": 0.1}]
 
 
