@@ -17,7 +17,8 @@ import statistics
 import sys
 from pathlib import Path
 
-METRICS = ("hr@10", "ndcg@10", "auc", "precision@10")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import METRICS  # noqa: E402  (the metrics the study's CSV holds, one list)
 
 
 def read_rows(folder: Path) -> list[dict]:
