@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from feddmr_jax.federated.client import ClientData, gradient_step, make_client_update
-from feddmr_jax.models.base import Leaves, ModelParams
+from feddmr_jax.models.base import Leaves
 
 LR, B1, B2, EPS = 0.05, 0.9, 0.999, 1e-8
 N, REAL, BATCH, EPOCHS, ITEMS, DIM = 13, 10, 4, 3, 6, 3

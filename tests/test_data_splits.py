@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from feddmr_jax.data import generate_synthetic, positives_csr, split_interactions, train_csr

@@ -23,6 +23,7 @@ import optax
 
 from feddmr_jax import config as config_lib
 from feddmr_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer, install_stop_handler
+from feddmr_jax.compiler_options import for_backend
 from feddmr_jax.config import RunConfig
 from feddmr_jax.data import (build_eval_sets, load_dataset, split_interactions, train_csr,
                              train_exclusions)
@@ -174,7 +175,7 @@ def build_experiment(cfg: RunConfig, *, extra_terms: Mapping[str, LossTerm] | No
         table_mean=t.table_mean, aggregator=t.aggregator, clip_norm=t.clip_norm,
         trim_fraction=t.trim_fraction, max_participants=count, sequential=sequential,
         dropout_keys=uses_dropout(cfg.model),
-        row_decay=row_decay)
+        row_decay=row_decay, compiler_options=for_backend(method.cpu_compiler_options))
     algorithm = build_algorithm(
         model, build_local_step(method, model, t, split.num_items, extra_terms),
         optax.sgd(t.server_lr), rounds, eval_items=eval_items, eval_history=eval_history,

@@ -10,7 +10,7 @@ Only the chunk step and the server step are jitted; this function is the glue.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -119,6 +119,9 @@ class RoundConfig:
         exactly (federated/parallel.py, aggregation.py), with the plain
         ``mean`` aggregator only (no DP, robust aggregators or secure
         aggregation; use dense mode for those).
+      compiler_options: XLA options for compiling the chunk step (the
+        per-client function in the sequential loop), or None for XLA's defaults
+        (``feddmr_jax/compiler_options.py``).
     """
 
     num_clients: int
@@ -135,6 +138,7 @@ class RoundConfig:
     sequential: bool = False
     dropout_keys: bool = False
     row_decay: bool = False
+    compiler_options: Mapping[str, str] | None = None
 
 
 def build_algorithm(model: Model, local_step: LocalStep | Callable[[Array], LocalStep],
@@ -208,7 +212,8 @@ def build_algorithm(model: Model, local_step: LocalStep | Callable[[Array], Loca
     score_fn = None if eval_items is None else model.apply
     chunk_step = make(client_update, sparse=sparse, num_items=num_items, weighting=weighting,
                       clip_norm=clip_norm if aggregator == "clipped_mean" else None,
-                      score_fn=score_fn, row_decay=cfg.row_decay)
+                      score_fn=score_fn, row_decay=cfg.row_decay,
+                      compiler_options=cfg.compiler_options)
 
     @jax.jit
     def server_step(shared, opt_state, acc, noise_key=None):

@@ -24,7 +24,7 @@ does). Tests pin the two to each other; benchmarks time them side by side.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -311,12 +311,14 @@ def _absorb(private_store: Leaves, acc: Accumulator, out: ClientOutput,
 
 def make_chunk_step(client_update: ClientUpdate, *, sparse: bool, num_items: int,
                     weighting: str = "uniform", clip_norm: float | None = None,
-                    score_fn: ApplyFn | None = None, row_decay: bool = False):
+                    score_fn: ApplyFn | None = None, row_decay: bool = False,
+                    compiler_options: Mapping[str, str] | None = None):
     """Jitted ``(global_shared, private_store, acc, chunk, round_key) -> (store, acc, loss_sum)``.
 
     ``private_store`` and ``acc`` are donated. ``score_fn`` (the model's apply)
     scores the candidates of clients in ``local`` evaluation mode.
     ``row_decay``: see :func:`local_view` and :func:`make_local_client_fn`.
+    ``compiler_options``: XLA options of this program (``feddmr_jax/compiler_options.py``).
     """
     local_fn = make_local_client_fn(client_update, sparse=sparse, score_fn=score_fn,
                                     row_decay=row_decay)
@@ -332,12 +334,13 @@ def make_chunk_step(client_update: ClientUpdate, *, sparse: bool, num_items: int
             global_shared, private, chunk, local, _client_keys(round_key, chunk.client_ids))
         return _absorb(private_store, acc, out, chunk, weighting, clip_norm, sparse)
 
-    return jax.jit(chunk_step, donate_argnums=(1, 2))
+    return jax.jit(chunk_step, donate_argnums=(1, 2), compiler_options=compiler_options)
 
 
 def make_sequential_step(client_update: ClientUpdate, *, sparse: bool, num_items: int,
                          weighting: str = "uniform", clip_norm: float | None = None,
-                         score_fn: ApplyFn | None = None, row_decay: bool = False):
+                         score_fn: ApplyFn | None = None, row_decay: bool = False,
+                         compiler_options: Mapping[str, str] | None = None):
     """The per-client loop over the same client computation (reference and baseline).
 
     Returns ``run(global_shared, private_store, acc, chunk, round_key)`` with the
@@ -345,7 +348,8 @@ def make_sequential_step(client_update: ClientUpdate, *, sparse: bool, num_items
     per client.
     """
     client_fn = jax.jit(make_client_fn(client_update, sparse=sparse, num_items=num_items,
-                                       score_fn=score_fn, row_decay=row_decay))
+                                       score_fn=score_fn, row_decay=row_decay),
+                        compiler_options=compiler_options)
 
     @jax.jit
     def absorb_one(private_store, acc, out, row):

@@ -43,6 +43,8 @@ class Method(NamedTuple):
       row_decay: ``config -> bool``, whether the method's optimizer changes
         every row of the item tables, used or not (weight decay;
         ``RoundConfig.row_decay``), or None (never).
+      cpu_compiler_options: XLA options for compiling the method's chunk step on
+        the CPU backend (``feddmr_jax/compiler_options.py``; measured per method).
     """
 
     name: str
@@ -55,6 +57,7 @@ class Method(NamedTuple):
     train_defaults: Mapping[str, Any] = {}
     unused_train: tuple[str, ...] = ()
     row_decay: Callable[[Any], bool] | None = None
+    cpu_compiler_options: Mapping[str, str] = {}
 
 
 def no_terms(model: Model) -> dict[str, LossTerm]:
