@@ -69,10 +69,11 @@ def hand_loop(table, u, w, data, key, *, shuffle=True):
 
     for epoch in range(EPOCHS):
         if shuffle:
-            noise = np.asarray(jax.random.uniform(
-                jax.random.fold_in(jax.random.fold_in(key, epoch), 0), (n,)))
-            real = [i for i in np.argsort(np.where(data.mask, noise, 2.0), kind="stable")
-                    if data.mask[i]]
+            # federated/sorting.py::epoch_order: real examples by random words >> (m + 1)
+            bits = max(n - 1, 0).bit_length()
+            words = np.asarray(jax.random.bits(
+                jax.random.fold_in(jax.random.fold_in(key, epoch), 0), (n,), jnp.uint32))
+            real = [i for i in np.argsort(words >> (bits + 1), kind="stable") if data.mask[i]]
         else:
             real = list(np.flatnonzero(data.mask))
         for start in range(0, len(real), BATCH):       # empty (padding-only) batches: none

@@ -13,8 +13,10 @@ import numpy as np
 import optax
 import pytest
 
+from feddmr_jax.compiler_options import for_backend
 from feddmr_jax.federated.algorithm import RoundConfig, build_algorithm
 from feddmr_jax.federated.client import gradient_step
+from feddmr_jax.methods import get_method
 from feddmr_jax.train import (build_client_optimizer, build_experiment, build_loss,
                               evaluate_state, run_round)
 from feddmr_jax.timing import CompileWatch
@@ -114,7 +116,10 @@ def _round_with_loss(exp, loss_fn, state):
                                 optax.sgd(1.0),
                                 RoundConfig(num_clients=exp.split.num_users,
                                             num_items=exp.split.num_items,
-                                            local_epochs=t.local_epochs, batch_size=t.batch_size))
+                                            local_epochs=t.local_epochs, batch_size=t.batch_size,
+                                            # as build_experiment compiles it (bitwise equal)
+                                            compiler_options=for_backend(
+                                                get_method(t.model).cpu_compiler_options)))
     state, _ = run_round(dataclasses.replace(exp, algorithm=algorithm), copy_tree(state), 1)
     return state
 

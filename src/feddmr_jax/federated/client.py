@@ -2,9 +2,9 @@
 
 Each round a client starts from the broadcast shared params and its own private
 params with a **fresh** optimizer state, runs ``local_epochs`` epochs over its
-examples (reshuffled each epoch with its own key) in minibatches of
-``batch_size`` (the last batch partial, as a DataLoader without ``drop_last``),
-and returns its new params. Examples are a fixed-size padded row with a mask;
+examples (reshuffled each epoch with its own key: ``sorting.epoch_order``) in
+minibatches of ``batch_size`` (the last batch partial, as a DataLoader without
+``drop_last``), and returns its new params. Examples are a fixed-size padded row with a mask;
 padded minibatches are skipped exactly (no parameter or optimizer-state change),
 so a client behaves the same whatever padding its shape class adds.
 """
@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from feddmr_jax.federated.sorting import epoch_order
 from feddmr_jax.losses import Batch, LossFn
 from feddmr_jax.models.base import Context, Leaves, ModelParams
 
@@ -125,8 +126,7 @@ def make_client_update(local_step: LocalStep | Callable[[Array], LocalStep], *,
         def epoch(carry, epoch_index):
             params, opt_state = carry
             k_epoch = jax.random.fold_in(key, epoch_index)
-            noise = jax.random.uniform(jax.random.fold_in(k_epoch, 0), (n,))
-            order = jnp.argsort(jnp.where(data.mask, noise, 2.0))  # real examples first
+            order = epoch_order(jax.random.fold_in(k_epoch, 0), data.mask)  # real first
 
             def batched(x):
                 x = jnp.pad(x[order], (0, pad))
