@@ -11,8 +11,7 @@ engine code (nothing from ``feddmr_jax`` is imported here):
 * ``epochs`` local epochs; each epoch visits the client's real examples in the
   documented order of ``federated/sorting.py::epoch_order`` (real examples
   sorted by 32-bit random words keyed by ``fold_in(fold_in(client_key, epoch), 0)``
-  over the padded row, shifted right by ``m + 1`` where ``2**m`` covers the row,
-  ties in row order) in consecutive minibatches of ``min(batch_size, row width)``, the last
+  over the padded row, shifted right by 17, ties in row order) in consecutive minibatches of ``min(batch_size, row width)``, the last
   one partial; the client's key is ``fold_in(round_key, client_id)``;
 * the client's reported loss is the mean over its steps of the loss at the
   params before each step; the round's loss is the mean over participants;
@@ -71,9 +70,8 @@ def client_key(round_key: jax.Array, client_id: int) -> jax.Array:
 def epoch_order(key: jax.Array, epoch: int, mask: np.ndarray) -> np.ndarray:
     """Positions of the real examples of a row in the order the epoch visits them."""
     n = len(mask)
-    m = max(n - 1, 0).bit_length()
     words = np.asarray(jax.random.bits(
-        jax.random.fold_in(jax.random.fold_in(key, epoch), 0), (n,), jnp.uint32)) >> (m + 1)
+        jax.random.fold_in(jax.random.fold_in(key, epoch), 0), (n,), jnp.uint32)) >> 17
     real = np.flatnonzero(mask)
     return real[np.argsort(words[real], kind="stable")]
 

@@ -69,11 +69,10 @@ def hand_loop(table, u, w, data, key, *, shuffle=True):
 
     for epoch in range(EPOCHS):
         if shuffle:
-            # federated/sorting.py::epoch_order: real examples by random words >> (m + 1)
-            bits = max(n - 1, 0).bit_length()
+            # federated/sorting.py::epoch_order: real examples by random words >> 17
             words = np.asarray(jax.random.bits(
                 jax.random.fold_in(jax.random.fold_in(key, epoch), 0), (n,), jnp.uint32))
-            real = [i for i in np.argsort(words >> (bits + 1), kind="stable") if data.mask[i]]
+            real = [i for i in np.argsort(words >> 17, kind="stable") if data.mask[i]]
         else:
             real = list(np.flatnonzero(data.mask))
         for start in range(0, len(real), BATCH):       # empty (padding-only) batches: none

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from feddmr_jax.data import load_dataset, split_interactions, train_csr, train_exclusions
-from feddmr_jax.federated.rounds import (build_planner, example_width, plan_round,
-                                         shape_classes, step_slots)
-from feddmr_jax.train import build_experiment
+from feddmr_jax.config import RunConfig
+from feddmr_jax.errors import ConfigError
+from feddmr_jax.federated.rounds import (PROGRAM_SLOTS, auto_class_count, build_planner,
+                                         example_width, plan_round, shape_classes, step_slots)
+from feddmr_jax.train import build_experiment, run_round
 
 from engine_helpers import max_abs_diff, tiny_config
 
@@ -143,3 +145,48 @@ def test_same_client_padded_to_two_widths_trains_identically():
 def _trim(row, width):
     return row._replace(items=row.items[:width], labels=row.labels[:width],
                         mask=row.mask[:width])
+
+
+def test_auto_class_count_trades_programs_against_padding():
+    rng = np.random.default_rng(4)
+    examples = np.maximum(1, (rng.pareto(1.2, 900) * 10).astype(int)) * 5
+    cap = len(np.unique(example_width(examples, 0, 256)))
+    counts = [auto_class_count(examples, 256, slot_rounds=r) for r in (0.0, 1, 10, 100, 1e6)]
+    assert counts[0] == 1                      # nothing to train: one program
+    assert counts[-1] == cap                   # endless training: every class the rule allows
+    assert counts == sorted(counts)            # longer runs never get fewer programs
+    # the chosen count is the argmin of the stated cost, checked by brute force
+    for r in (1, 10, 100):
+        k = auto_class_count(examples, 256, slot_rounds=r)
+        cost = lambda j: j * PROGRAM_SLOTS + r * _cost(shape_classes(examples, 256, j), 256)
+        assert cost(k) <= min(cost(j) for j in range(1, cap + 1)) * (1 + 1e-3)
+
+
+def test_the_main_job_compiles_fewer_programs_and_ml100k_keeps_its_classes(ml100k):
+    main_job = build_experiment(RunConfig())                   # every default: synthetic
+    assert len(main_job.planner.chunk_shapes()) <= 2
+    train, exclude = ml100k
+    planner = lambda **kw: build_planner(train, exclude, history_len=0, num_negatives=4,  # noqa: E731
+                                         batch_size=256, chunk_size=64, seed=0, **kw)
+    assert len(planner(slot_rounds=100).chunk_shapes()) == len(planner().chunk_shapes()) == 6
+    assert len(planner(slot_rounds=100, max_classes=3).chunk_shapes()) == 3
+
+
+def test_shape_classes_config(tmp_path):
+    exp = build_experiment(tiny_config(shape_classes=1))
+    assert len(exp.planner.chunk_shapes()) == 1
+    with pytest.raises(ConfigError, match="train.shape_classes"):
+        tiny_config(shape_classes=0).validate()
+
+
+def test_a_round_is_the_same_whatever_the_class_count():
+    """The class count changes only the padding (a client's shuffle does not depend on
+    its row width), so one round gives the same state up to float rounding."""
+    states = []
+    for k in (1, 2):
+        exp = build_experiment(tiny_config(shape_classes=k, local_epochs=2))
+        assert len(exp.planner.chunk_shapes()) == k
+        state = exp.algorithm.init(exp.keys["init"])
+        state, _ = run_round(exp, state, 1)
+        states.append(jax.tree.map(np.asarray, (state.shared, state.private_store)))
+    assert max_abs_diff(states[0], states[1]) < 1e-5

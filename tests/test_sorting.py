@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from feddmr_jax.federated import sorting
-from feddmr_jax.federated.sorting import epoch_order, position_bits, unique_rows
+from feddmr_jax.federated.sorting import epoch_order, unique_rows
 
 
 @pytest.mark.parametrize("n,fill,size", [(1, 5, 2), (7, 3, 5), (64, 40, 65), (300, 1682, 301),
@@ -61,8 +61,7 @@ def test_epoch_order_puts_real_examples_first_as_a_permutation(n):
         assert mask[order[:k]].all() and not mask[order[k:]].any()
         np.testing.assert_array_equal(order[k:], np.flatnonzero(~mask))  # padding in row order
         # the documented keys (tests/reference_round.py reads the order the same way)
-        m = position_bits(n)
-        words = np.asarray(jax.random.bits(key, (n,), jnp.uint32)) >> (m + 1)
+        words = np.asarray(jax.random.bits(key, (n,), jnp.uint32)) >> 17
         real = np.flatnonzero(mask)
         np.testing.assert_array_equal(order[:k], real[np.argsort(words[real], kind="stable")])
 
@@ -77,3 +76,21 @@ def test_epoch_order_is_uniform_over_positions():
     expected = trials / n
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < 24.3          # 7 degrees of freedom, p = 0.001
+
+
+def test_epoch_order_does_not_depend_on_the_row_width():
+    """A client's real examples are visited in the same order whatever padding its
+    shape class adds (the planner chooses the classes per run)."""
+    key = jax.random.key(5)
+    real = 37
+    orders = [np.asarray(epoch_order(key, np.arange(w) < real))[:real] for w in (37, 40, 64, 512)]
+    for order in orders[1:]:
+        np.testing.assert_array_equal(order, orders[0])
+
+
+def test_epoch_order_of_a_row_wider_than_the_fixed_position_bits():
+    n = (1 << 16) + 3
+    mask = np.arange(n) < n - 2
+    order = np.asarray(jax.jit(epoch_order)(jax.random.key(1), mask))
+    assert np.array_equal(np.sort(order), np.arange(n))
+    assert set(order[-2:].tolist()) == {n - 2, n - 1}

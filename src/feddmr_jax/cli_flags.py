@@ -38,7 +38,7 @@ _FLAG_NAMES = {
 _GROUPS = {
     "federation": ("clients_per_round", "client_fraction", "weighting", "table_mean",
                    "server_lr", "aggregator", "clip_norm", "trim_fraction", "chunk_size",
-                   "sparse", "devices", "max_private_gb"),
+                   "shape_classes", "sparse", "devices", "max_private_gb"),
     "faults": ("client_dropout",),
     "run": ("checkpoint_every", "keep_checkpoints"),
 }

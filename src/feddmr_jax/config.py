@@ -123,6 +123,7 @@ class TrainConfig:
     clip_norm: float = 1.0              # clipped_mean: L2 bound of each upload
     trim_fraction: float = 0.1          # trimmed_mean: fraction trimmed at each end
     chunk_size: int = 64                # clients per chunk (x batch_size bounds chunk memory)
+    shape_classes: int | None = None    # compiled chunk shapes; None: chosen per run (compile vs padding)
     sparse: bool = True                 # train on gathered item rows (False: full tables)
     max_private_gb: float = 4.0         # refuse a private store (all clients) above this many GiB
     devices: int | None = None          # devices the client axis is split over (None: all)
@@ -150,6 +151,9 @@ class TrainConfig:
                     "max_private_gb", "server_lr")
         if self.devices is not None and self.devices < 1:
             raise ConfigError(f"train.devices must be >= 1, got {self.devices}")
+        if self.shape_classes is not None and self.shape_classes < 1:
+            raise ConfigError(f"train.shape_classes must be >= 1 or unset (chosen per run), "
+                              f"got {self.shape_classes}")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")

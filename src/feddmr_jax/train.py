@@ -184,7 +184,9 @@ def build_experiment(cfg: RunConfig, *, extra_terms: Mapping[str, LossTerm] | No
     planner = build_planner(train_csr(split), train_exclusions(split, cfg.data.train_negatives),
                             history_len=model.history_len, num_negatives=t.num_negatives,
                             batch_size=t.batch_size, chunk_size=t.chunk_size, seed=t.seed,
-                            devices=mesh_size(mesh), eval_items=eval_items)
+                            devices=mesh_size(mesh), eval_items=eval_items,
+                            max_classes=t.shape_classes,
+                            slot_rounds=t.rounds * t.local_epochs * count / split.num_users)
     names = ("init", "sample", "train")
     keys = dict(zip(names, jax.random.split(jax.random.key(t.seed), len(names))))
     return Experiment(cfg, split, model, algorithm, planner, val_set, test_set,

@@ -253,11 +253,12 @@ def build_algorithm(model: Model, local_step: LocalStep | Callable[[Array], Loca
         state = replicate(state, mesh)
         acc = replicate(init_round(state.shared, masks), mesh)
         store = state.private_store
-        loss_sum = jnp.zeros((), jnp.float32)
+        losses = []       # summed once at the end: an add per chunk costs a dispatch each
         for chunk in chunks:
             chunk = shard_clients(chunk, mesh)
             store, acc, loss = chunk_step(state.shared, store, acc, chunk, round_key)
-            loss_sum = loss_sum + loss
+            losses.append(loss)
+        loss_sum = jnp.sum(jnp.stack(losses)) if losses else jnp.zeros((), jnp.float32)
         if acc.masks is not None:
             acc = unmask(acc)  # the server's first unmasked value: the round's sum
         shared, opt_state = server_step(state.shared, state.server_opt_state, acc, noise_key)

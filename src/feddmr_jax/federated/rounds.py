@@ -45,6 +45,13 @@ from feddmr_jax.federated.parallel import ChunkData
 
 MIN_WIDTH = 32      # smallest class of the power-of-two rule (example_width)
 WIDTH_ALIGN = 8     # class widths below the batch size are multiples of this
+# What compiling one more chunk program costs, in example step slots trained: FedDMR's
+# default on the project's 2-core CPU compiles a chunk program in about 10 s (62.6 s for 6
+# programs) and trains a step slot in about 16 us (11.35 s for 701,120 slots per ml-100k
+# round; benchmarks/RESULTS.md, session 4), i.e. about 6e5 slots. The lighter models compile
+# faster but train a slot far faster still, so for them this undercounts a program's cost:
+# auto_class_count then keeps more classes than their optimum, never fewer.
+PROGRAM_SLOTS = 500_000
 
 
 def _pow2_ceil(x: np.ndarray) -> np.ndarray:
@@ -93,26 +100,67 @@ def shape_classes(examples: np.ndarray, batch_size: int,
     if max_classes is None:
         pow2 = example_width(examples, 0, batch_size)
         max_classes = len(np.unique(pow2))
-    # Candidate bounds in step slots: the cost of a class is its bound per member.
-    # (above 16 steps, in coarser quanta: at most 16 candidates per doubling).
-    steps = -(-examples // batch_size)
-    quantum = batch_size * np.maximum(_pow2_ceil(steps) // 16, 1)
-    cost = np.where(examples <= batch_size, _round_up(examples, WIDTH_ALIGN),
-                    -(-examples // quantum) * quantum)
-    bounds, inverse, counts = np.unique(cost, return_inverse=True, return_counts=True)
-    groups = _best_groups(bounds, counts, max(1, max_classes))
+    bounds, inverse, counts = _candidates(examples, batch_size)
+    groups, _ = _best_groups(bounds, counts, max(1, max_classes))
     group_of = groups[inverse.reshape(-1)]
     top = np.zeros(groups.max() + 1, np.int64)
     np.maximum.at(top, group_of, examples)
     return _round_up(top, WIDTH_ALIGN)[group_of]
 
 
-def _best_groups(bounds: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
+def _candidates(examples: np.ndarray, batch_size: int):
+    """Candidate class bounds in step slots (the cost of a class is its bound per
+    member; above 16 steps in coarser quanta: at most 16 candidates per doubling).
+
+    Returns:
+      ``(bounds [D] sorted, inverse [U] candidate of each client, counts [D])``.
+    """
+    steps = -(-examples // batch_size)
+    quantum = batch_size * np.maximum(_pow2_ceil(steps) // 16, 1)
+    cost = np.where(examples <= batch_size, _round_up(examples, WIDTH_ALIGN),
+                    -(-examples // quantum) * quantum)
+    return np.unique(cost, return_inverse=True, return_counts=True)
+
+
+def auto_class_count(examples: np.ndarray, batch_size: int, *, slot_rounds: float,
+                     program_slots: float = PROGRAM_SLOTS,
+                     max_classes: int | None = None) -> int:
+    """How many shape classes a run should compile: compile time against padding.
+
+    Minimizes ``k * program_slots + slot_rounds * slots(k)`` over ``k = 1 ..
+    max_classes``, where ``slots(k)`` is the fewest step slots of all clients with
+    ``k`` classes (:func:`shape_classes`) and ``slot_rounds`` how many times a
+    client's slots are trained in the run (rounds x local epochs x the fraction
+    of clients per round). A short run on little data (the synthetic main job)
+    compiles one or two programs; a long run keeps the default count.
+
+    Args:
+      examples: ``[U]`` real examples per client.
+      batch_size: the local minibatch size.
+      slot_rounds: see above.
+      program_slots: cost of compiling one chunk program, in step slots trained
+        (:data:`PROGRAM_SLOTS`).
+      max_classes: the largest count considered; default that of :func:`example_width`.
+    """
+    examples = np.maximum(np.asarray(examples, np.int64), 1)
+    if examples.size == 0:
+        return 1
+    if max_classes is None:
+        max_classes = len(np.unique(example_width(examples, 0, batch_size)))
+    bounds, _, counts = _candidates(examples, batch_size)
+    _, slots = _best_groups(bounds, counts, max(1, max_classes))
+    total = np.arange(1, len(slots) + 1) * program_slots + slot_rounds * slots
+    return int(np.argmin(total)) + 1
+
+
+def _best_groups(bounds: np.ndarray, counts: np.ndarray, k: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Cuts sorted candidate bounds into at most ``k`` runs of consecutive candidates,
     minimizing ``sum(count * bound of the run's last candidate)``.
 
     Returns:
-      ``[D]`` the run (0, 1, ...) of each candidate; fewest runs among equal costs.
+      ``([D] the run (0, 1, ...) of each candidate, fewest runs among equal costs;
+      [min(k, D)] the least cost with exactly 1, 2, ... runs)``.
     """
     d = len(bounds)
     k = min(k, d)
@@ -125,13 +173,14 @@ def _best_groups(bounds: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
         total = np.concatenate([[np.inf], cost[-1][:-1]])[:, None] + seg
         start.append(np.argmin(total, axis=0))
         cost.append(total[start[-1], np.arange(d)])
-    g = int(np.argmin([c[-1] for c in cost]))
+    totals = np.array([c[-1] for c in cost])
+    g = int(np.argmin(totals))
     runs, end = np.empty(d, np.int64), d - 1
     while end >= 0:
         first = int(start[g][end])
         runs[first:end + 1] = g
         end, g = first - 1, g - 1
-    return runs
+    return runs, totals
 
 
 class SlotFill(NamedTuple):
@@ -249,17 +298,23 @@ def build_planner(train: TrainCSR, exclude: TrainCSR, *, history_len: int,
                   num_negatives: int, batch_size: int, chunk_size: int,
                   seed: int, devices: int = 1,
                   eval_items: np.ndarray | None = None,
-                  max_classes: int | None = None) -> RoundPlanner:
+                  max_classes: int | None = None,
+                  slot_rounds: float | None = None) -> RoundPlanner:
     """Assigns shape classes (:func:`shape_classes`) and chunk sizes (:func:`chunk_sizes`).
 
     ``devices``: chunks hold a multiple of this many clients, so that their
     client axis splits evenly over the device mesh (federated/devices.py).
     ``max_classes``: most shape classes (compiled chunk programs); default
-    as many as the power-of-two rule (:func:`example_width`) gives.
+    as many as the power-of-two rule (:func:`example_width`) gives, or, with
+    ``slot_rounds`` (how often the run trains each client's slots), the count
+    :func:`auto_class_count` chooses (at most that many).
     """
     if devices < 1:
         raise ValueError(f"devices must be >= 1, got {devices}")
-    width = shape_classes(train.lengths * (1 + num_negatives), batch_size, max_classes)
+    examples = train.lengths * (1 + num_negatives)
+    if max_classes is None and slot_rounds is not None:
+        max_classes = auto_class_count(examples, batch_size, slot_rounds=slot_rounds)
+    width = shape_classes(examples, batch_size, max_classes)
     per_chunk = chunk_sizes(width, batch_size=batch_size, chunk_size=chunk_size,
                             devices=devices)
     return RoundPlanner(train, exclude, history_len, width, per_chunk, num_negatives,

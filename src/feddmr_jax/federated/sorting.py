@@ -15,7 +15,11 @@ and unpack: keys are distinct, so the order is total and no stability is needed.
   ``fill_value``; when the packed key would not fit in 31 bits it calls
   ``jnp.unique`` itself.
 * :func:`epoch_order`: the order in which a client visits its examples in one
-  epoch: its real examples in a uniformly random order, padding last.
+  epoch: its real examples in a random order, padding last. The order does not
+  depend on the row's padded width (``jax.random.bits`` is prefix-stable with
+  JAX's partitionable threefry, and the key layout is fixed), so a client trains
+  the same whatever shape class it lands in (``federated/rounds.py`` chooses the
+  classes per run), up to float rounding.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import jax.numpy as jnp
 
 Array = jax.Array
 _KEY_BITS = 31          # int32 keys stay non-negative
+ORDER_POSITION_BITS = 16   # epoch_order: positions below 2**16 (wider rows: position_bits)
 
 
 def position_bits(length: int) -> int:
@@ -64,13 +69,14 @@ def epoch_order(key: Array, mask: Array) -> Array:
     """Positions ``[n]`` of a padded row in one epoch's visiting order.
 
     The real examples (``mask``) come first, in the order of 32-bit random words
-    ``jax.random.bits(key, (n,))`` shifted right by ``m + 1`` (ties, rare, keep the
-    row's order), then the padding in the row's order; ``m = position_bits(n)``.
-    Keys (uint32): ``(word >> (m + 1)) * 2**m + position`` for a real example,
-    ``2**(31 - m) * 2**m + position`` for padding (above every real key).
+    ``jax.random.bits(key, (n,))`` shifted right by ``m + 1`` (15 random bits; equal
+    words keep the row's order), then the padding in the row's order, where
+    ``m = 16`` (:data:`ORDER_POSITION_BITS`; ``position_bits(n)`` for rows wider
+    than ``2**16``). Keys (uint32): ``(word >> (m + 1)) * 2**m + position`` for a
+    real example, ``2**(31 - m) * 2**m + position`` for padding (above every real key).
     """
     n = mask.shape[0]
-    m = position_bits(n)
+    m = max(ORDER_POSITION_BITS, position_bits(n))
     words = jax.random.bits(key, (n,), jnp.uint32) >> (m + 1)       # < 2**(31 - m)
     high = jnp.where(mask, words, jnp.uint32(1 << (_KEY_BITS - m)))
     keys = (high << m) | jnp.arange(n, dtype=jnp.uint32)            # < 2**32: uint32
