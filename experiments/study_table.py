@@ -1,18 +1,25 @@
 """Markdown tables of a FedDMR study (experiments/feddmr_study.py's ``study_runs.csv``).
 
     python experiments/study_table.py results/feddmr_study [--csv docs/results/feddmr_study_test.csv]
+    python experiments/study_table.py results/feddmr_study results/feddmr_study_s5   # a follow-up
 
 Prints, per method, the screen points in the order they ran (validation figures only, as the
 search saw them), then the confirmed points' **test** figures at the best validation round,
 mean ± std over seeds, and FedDMR's relative difference to the best baseline on each metric
 (the paper's claim is about AUC and Precision@10). This script reports; it chooses nothing
 (the choice is the study's, on validation: ``study_chosen.json``).
+
+Several folders: a later folder's rows of a method replace the earlier folders' rows of that
+method (a follow-up study of one method keeps the others' runs). FedDMR's row in the relative
+difference is its **chosen** point (``study_chosen.json`` of the folder its rows come from);
+without that file it must have exactly one confirmed point.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -27,6 +34,24 @@ def read_rows(folder: Path) -> list[dict]:
         raise FileNotFoundError(f"{path}: no study_runs.csv (run experiments/feddmr_study.py)")
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def read_studies(folders: list[Path]) -> tuple[list[dict], dict[str, str]]:
+    """Rows of several studies (a later folder's method replaces that method's rows) and
+    each method's chosen point id (``study_chosen.json`` of the folder its rows come from)."""
+    rows: list[dict] = []
+    chosen: dict[str, str] = {}
+    for folder in folders:
+        new = read_rows(folder)
+        methods = {r["method"] for r in new}
+        rows = [r for r in rows if r["method"] not in methods] + new
+        picks_path = folder / "study_chosen.json"
+        picks = json.loads(picks_path.read_text()) if picks_path.is_file() else {}
+        for method in methods:
+            chosen.pop(method, None)
+            if "point_id" in picks.get(method, {}):
+                chosen[method] = picks[method]["point_id"]
+    return rows, chosen
 
 
 def screen_table(rows: list[dict]) -> str:
@@ -61,7 +86,8 @@ def confirm_summary(rows: list[dict]) -> list[dict]:
     return out
 
 
-def test_table(summary: list[dict], target: str = "feddmr") -> str:
+def test_table(summary: list[dict], target: str = "feddmr",
+               chosen: dict[str, str] | None = None) -> str:
     cols = " | ".join(f"test {m.upper()}" for m in METRICS)
     lines = [f"| method | point | seeds | {cols} | val HR@10 | s/round |",
              "|---|---|---|" + "---|" * len(METRICS) + "---|---|"]
@@ -71,33 +97,40 @@ def test_table(summary: list[dict], target: str = "feddmr") -> str:
         lines.append(f"| {s['method']} | `{s['point']}` | {s['seeds']} | {cells} | "
                      f"{s['val_hr@10_mean']:.4f} | {s['s_per_round']:.2f} |")
     mine = [s for s in summary if s["method"] == target]
+    if chosen and target in chosen:
+        mine = [s for s in mine if s["point_id"] == chosen[target]]
+    elif len(mine) > 1:
+        raise ValueError(f"{len(mine)} confirmed {target} points and no study_chosen.json "
+                         f"naming one: which to compare is the study's choice")
     others = [s for s in summary if s["method"] != target]
     if mine and others:
         lines.append("")
         for m in METRICS:
             best = max(others, key=lambda s: s[f"test_{m}_mean"])
             rel = mine[0][f"test_{m}_mean"] / best[f"test_{m}_mean"] - 1.0
-            lines.append(f"- {target} vs the best baseline on test {m.upper()} "
-                         f"({best['method']}): {100 * rel:+.2f}%")
+            lines.append(f"- {target} (`{mine[0]['point']}`) vs the best baseline on test "
+                         f"{m.upper()} ({best['method']}): {100 * rel:+.2f}%")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folder", help="the study's --out folder")
+    p.add_argument("folders", nargs="+", metavar="folder",
+                   help="the study's --out folder; several: later ones replace a method's rows")
     p.add_argument("--csv", default=None, help="also write the confirm summary to this CSV")
     args = p.parse_args(argv)
     try:
-        rows = read_rows(Path(args.folder))
-    except FileNotFoundError as e:
+        rows, chosen = read_studies([Path(f) for f in args.folders])
+        summary = confirm_summary(rows)
+        table = test_table(summary, chosen=chosen) if summary else ""
+    except (FileNotFoundError, ValueError) as e:
         print(f"study_table.py: error: {e}", file=sys.stderr)
         return 2
     print("## Screen (validation only)\n")
     print(screen_table(rows))
-    summary = confirm_summary(rows)
     if summary:
         print("\n## Confirmed points (test at the best validation round)\n")
-        print(test_table(summary))
+        print(table)
         if args.csv:
             with open(args.csv, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=list(summary[0]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def test_mean_std_and_relative_difference_to_the_best_baseline(tmp_path, capsys)
     assert "0.8700 ± 0.0141" in text                            # feddmr test AUC over 2 seeds
     assert "test AUC (fedncf): -3.33%" in text                  # 0.87 / 0.90 - 1
     assert "test PRECISION@10 (fedmf): -12.86%" in text         # 0.061 / 0.070 - 1
+    assert "feddmr (`pa`) vs the best baseline" in text
     screen = text.split("## Confirmed")[0]
     assert screen.count("| feddmr |") == 1 and "`reference` | 0.5000" in screen
     summary = list(csv.DictReader(open(out_csv)))
@@ -55,3 +57,23 @@ def test_mean_std_and_relative_difference_to_the_best_baseline(tmp_path, capsys)
 def test_missing_csv_is_a_one_line_error(tmp_path, capsys):
     assert study_table.main([str(tmp_path)]) == 2
     assert "study_runs.csv" in capsys.readouterr().err
+
+
+def test_a_follow_up_replaces_a_method_and_its_chosen_point_is_compared(tmp_path, capsys):
+    first, follow = tmp_path / "first", tmp_path / "follow"
+    first.mkdir(), follow.mkdir()
+    _write(first, [_row("feddmr", "confirm100", "old", s, 0.80, 0.05) for s in (0, 1)]
+           + [_row("fedncf", "confirm100", "reference", s, 0.90, 0.05) for s in (0, 1)])
+    (first / "study_chosen.json").write_text(json.dumps({"feddmr": {"point_id": "old"}}))
+    _write(follow, [_row("feddmr", "confirm100", "new", s, 0.95, 0.05, val_hr=0.7)
+                    for s in (0, 1)]
+           + [_row("feddmr", "confirm100", "reference", s, 0.85, 0.05) for s in (0, 1)])
+    # two confirmed FedDMR points and no choice: refused, with a one-line error
+    assert study_table.main([str(first), str(follow)]) == 2
+    assert "no study_chosen.json" in capsys.readouterr().err
+    (follow / "study_chosen.json").write_text(json.dumps({"feddmr": {"point_id": "new"}}))
+    assert study_table.main([str(first), str(follow)]) == 0
+    text = capsys.readouterr().out
+    assert "`old`" not in text                                   # replaced by the follow-up
+    assert "feddmr (`new`) vs the best baseline on test AUC (fedncf): +5.56%" in text
+    assert text.count("| fedncf |") == 1                          # the baseline kept
