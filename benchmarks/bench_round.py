@@ -23,7 +23,7 @@ and scales its training time by the ratio of padded example slots (stated in
 the output as ``loop_scale``).
 
 Default: ml-100k (``--data-dir``, ``$FEDDMR_DATA_DIR`` or ``../shared/data``),
-all 943 clients per round, 1 local epoch, batch 256, 4 negatives, pair attention
+all 943 clients per round, 1 local epoch, 4 negatives, pair attention
 (the config defaults). ``--one-class K`` trains only K fixed clients of the
 most populous shape class every round (one compiled chunk shape per side).
 ``--quick`` = ``--one-class 128``, 2 timed rounds: a CPU check of the script
@@ -65,7 +65,8 @@ MODEL_CONFIGS: dict[str, Callable[[RunConfig], RunConfig]] = {
     "feddmr_no_attention": lambda cfg: _common.replace(cfg, model={"attention": False}),
     # PFedRec with its reference [train] values (methods.py); apply_overrides retypes [model].
     "pfedrec": lambda cfg: _common.with_overrides(
-        cfg, train={"model": "pfedrec", "mu": 0.0, "table_mean": "participants"}),
+        cfg, train={"model": "pfedrec", "mu": 0.0, "table_mean": "participants",
+                    "batch_size": 256}),
 }
 DEFAULT_MODELS = "feddmr,pfedrec,feddmr_no_attention"
 

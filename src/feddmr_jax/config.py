@@ -106,7 +106,7 @@ class TrainConfig:
     model: str = "feddmr"               # model name (feddmr_jax.methods.METHODS); types [model]
     rounds: int = 20                    # communication rounds
     local_epochs: int = 1               # local epochs per round
-    batch_size: int = 256               # local minibatch size
+    batch_size: int = 64                # local minibatch size (FedDMR's, chosen on ml-100k validation)
     num_negatives: int = 4              # training negatives per positive, fresh each round
     optimizer: str = "adam"             # client optimizer: adam or sgd (fresh state each round)
     lr: float = 0.01                    # client lr of the network (chosen on ml-100k validation)

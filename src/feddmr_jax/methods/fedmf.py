@@ -8,4 +8,6 @@ from __future__ import annotations
 from feddmr_jax.methods.base import Method, no_terms
 from feddmr_jax.models.fedmf import FedMFConfig, build_fedmf
 
-METHOD = Method("fedmf", FedMFConfig, build_fedmf, no_terms, train_defaults={"mu": 0.0})
+# The reference protocol's batch of 256 (the engine's default of 64 is FedDMR's).
+METHOD = Method("fedmf", FedMFConfig, build_fedmf, no_terms,
+                train_defaults={"mu": 0.0, "batch_size": 256})
