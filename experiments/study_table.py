@@ -10,9 +10,10 @@ mean ± std over seeds, and FedDMR's relative difference to the best baseline on
 (the choice is the study's, on validation: ``study_chosen.json``).
 
 Several folders: a later folder's rows of a method replace the earlier folders' rows of that
-method (a follow-up study of one method keeps the others' runs). FedDMR's row in the relative
-difference is its **chosen** point (``study_chosen.json`` of the folder its rows come from);
-without that file it must have exactly one confirmed point.
+method (a follow-up study of one method keeps the others' runs). The relative difference
+compares each method's **chosen** point (``study_chosen.json`` of the folder its rows come
+from; without that file a method must have exactly one confirmed point), never the best of
+several confirmed points on test.
 """
 
 from __future__ import annotations
@@ -86,6 +87,22 @@ def confirm_summary(rows: list[dict]) -> list[dict]:
     return out
 
 
+def chosen_rows(summary: list[dict], chosen: dict[str, str]) -> list[dict]:
+    """Each method's chosen confirmed point (its only one, or the one ``chosen`` names):
+    the comparison is between the points each study chose on validation, never the best
+    of several confirmed points on test."""
+    out = []
+    for method in dict.fromkeys(s["method"] for s in summary):
+        rows = [s for s in summary if s["method"] == method]
+        if method in chosen:
+            rows = [s for s in rows if s["point_id"] == chosen[method]]
+        elif len(rows) > 1:
+            raise ValueError(f"{len(rows)} confirmed {method} points and no study_chosen.json "
+                             f"naming one: which to compare is the study's choice")
+        out += rows
+    return out
+
+
 def test_table(summary: list[dict], target: str = "feddmr",
                chosen: dict[str, str] | None = None) -> str:
     cols = " | ".join(f"test {m.upper()}" for m in METRICS)
@@ -96,13 +113,9 @@ def test_table(summary: list[dict], target: str = "feddmr",
                            for m in METRICS)
         lines.append(f"| {s['method']} | `{s['point']}` | {s['seeds']} | {cells} | "
                      f"{s['val_hr@10_mean']:.4f} | {s['s_per_round']:.2f} |")
-    mine = [s for s in summary if s["method"] == target]
-    if chosen and target in chosen:
-        mine = [s for s in mine if s["point_id"] == chosen[target]]
-    elif len(mine) > 1:
-        raise ValueError(f"{len(mine)} confirmed {target} points and no study_chosen.json "
-                         f"naming one: which to compare is the study's choice")
-    others = [s for s in summary if s["method"] != target]
+    picked = chosen_rows(summary, chosen or {})
+    mine = [s for s in picked if s["method"] == target]
+    others = [s for s in picked if s["method"] != target]
     if mine and others:
         lines.append("")
         for m in METRICS:

@@ -63,8 +63,11 @@ def test_a_follow_up_replaces_a_method_and_its_chosen_point_is_compared(tmp_path
     first, follow = tmp_path / "first", tmp_path / "follow"
     first.mkdir(), follow.mkdir()
     _write(first, [_row("feddmr", "confirm100", "old", s, 0.80, 0.05) for s in (0, 1)]
-           + [_row("fedncf", "confirm100", "reference", s, 0.90, 0.05) for s in (0, 1)])
-    (first / "study_chosen.json").write_text(json.dumps({"feddmr": {"point_id": "old"}}))
+           + [_row("fedncf", "confirm100", "reference", s, 0.90, 0.05) for s in (0, 1)]
+           # a confirmed baseline point its study did not choose (better on test): ignored
+           + [_row("fedncf", "confirm100", "unchosen", s, 0.99, 0.09) for s in (0, 1)])
+    (first / "study_chosen.json").write_text(json.dumps({"feddmr": {"point_id": "old"},
+                                                         "fedncf": {"point_id": "reference"}}))
     _write(follow, [_row("feddmr", "confirm100", "new", s, 0.95, 0.05, val_hr=0.7)
                     for s in (0, 1)]
            + [_row("feddmr", "confirm100", "reference", s, 0.85, 0.05) for s in (0, 1)])
@@ -76,4 +79,5 @@ def test_a_follow_up_replaces_a_method_and_its_chosen_point_is_compared(tmp_path
     text = capsys.readouterr().out
     assert "`old`" not in text                                   # replaced by the follow-up
     assert "feddmr (`new`) vs the best baseline on test AUC (fedncf): +5.56%" in text
-    assert text.count("| fedncf |") == 1                          # the baseline kept
+    assert text.count("| fedncf |") == 2                          # the baseline's rows kept
+    assert "(fedncf): +5.56%" in text and "0.99" not in text.split("- feddmr")[1]
