@@ -122,7 +122,7 @@ class TrainConfig:
     aggregator: str = "mean"            # mean, clipped_mean, median, trimmed_mean
     clip_norm: float = 1.0              # clipped_mean: L2 bound of each upload
     trim_fraction: float = 0.1          # trimmed_mean: fraction trimmed at each end
-    chunk_size: int = 64                # clients per chunk (x batch_size bounds chunk memory)
+    chunk_size: int = 64                # clients per chunk (x max(batch_size, 256) slots bounds chunk memory)
     shape_classes: int | None = None    # compiled chunk shapes; None: chosen per run (compile vs padding)
     sparse: bool = True                 # train on gathered item rows (False: full tables)
     max_private_gb: float = 4.0         # refuse a private store (all clients) above this many GiB

@@ -15,7 +15,7 @@ depend on its width: its per-epoch shuffle puts real examples first, padded
 steps are skipped exactly.
 
 Clients of one class are cut into chunks of a class-specific number of
-clients so that a chunk holds at most ``chunk_size * batch_size`` example
+clients so that a chunk holds at most ``chunk_size * max(batch_size, 256)`` example
 slots (bounded memory), and as evenly as possible (little client padding).
 Shapes depend on the data only, not on the round: after the first round
 nothing is compiled again.
@@ -52,6 +52,7 @@ WIDTH_ALIGN = 8     # class widths below the batch size are multiples of this
 # faster but train a slot far faster still, so for them this undercounts a program's cost:
 # auto_class_count then keeps more classes than their optimum, never fewer.
 PROGRAM_SLOTS = 500_000
+BUDGET_BATCH = 256  # chunk_sizes: the slot budget is chunk_size x max(batch, this)
 
 
 def _pow2_ceil(x: np.ndarray) -> np.ndarray:
@@ -280,12 +281,15 @@ def chunk_sizes(width: np.ndarray, *, batch_size: int, chunk_size: int,
                 devices: int = 1) -> dict[int, int]:
     """Clients per chunk of each shape class.
 
-    At most ``chunk_size`` clients and ``chunk_size * batch_size`` example
-    slots per chunk; a class is cut into that many chunks of equal size (so a
-    full round pads fewer clients than one per chunk), rounded up to a
-    multiple of ``devices``.
+    At most ``chunk_size`` clients and ``chunk_size * max(batch_size,
+    BUDGET_BATCH)`` example slots per chunk; a class is cut into that many
+    chunks of equal size (so a full round pads fewer clients than one per
+    chunk), rounded up to a multiple of ``devices``. The slot budget bounds a
+    chunk's rows and local item tables (about ``N`` rows per client); a small
+    batch does not shrink it below the budget of ``BUDGET_BATCH``, or a
+    batch of 64 would train ml-100k's widest clients one per chunk.
     """
-    budget = chunk_size * batch_size
+    budget = chunk_size * max(batch_size, BUDGET_BATCH)
     out = {}
     for w, n in zip(*np.unique(width, return_counts=True)):
         cap = int(min(chunk_size, max(1, budget // int(w))))
