@@ -99,14 +99,18 @@ def shape_classes(examples: np.ndarray, batch_size: int,
     if examples.size == 0:
         return examples
     if max_classes is None:
-        pow2 = example_width(examples, 0, batch_size)
-        max_classes = len(np.unique(pow2))
+        max_classes = _pow2_class_count(examples, batch_size)
     bounds, inverse, counts = _candidates(examples, batch_size)
     groups, _ = _best_groups(bounds, counts, max(1, max_classes))
     group_of = groups[inverse.reshape(-1)]
     top = np.zeros(groups.max() + 1, np.int64)
     np.maximum.at(top, group_of, examples)
     return _round_up(top, WIDTH_ALIGN)[group_of]
+
+
+def _pow2_class_count(examples: np.ndarray, batch_size: int) -> int:
+    """How many classes the power-of-two rule (:func:`example_width`) gives."""
+    return len(np.unique(example_width(examples, 0, batch_size)))
 
 
 def _candidates(examples: np.ndarray, batch_size: int):
@@ -147,7 +151,7 @@ def auto_class_count(examples: np.ndarray, batch_size: int, *, slot_rounds: floa
     if examples.size == 0:
         return 1
     if max_classes is None:
-        max_classes = len(np.unique(example_width(examples, 0, batch_size)))
+        max_classes = _pow2_class_count(examples, batch_size)
     bounds, _, counts = _candidates(examples, batch_size)
     _, slots = _best_groups(bounds, counts, max(1, max_classes))
     total = np.arange(1, len(slots) + 1) * program_slots + slot_rounds * slots
