@@ -143,9 +143,19 @@ def lazy_round(exp, state, round_index: int):
 
 
 def _mb(tree) -> float:
+    """MB the arrays of ``tree`` occupy: a numpy view counts its base buffer, once (a
+    read-only broadcast of one row, e.g. an evaluation set's labels, is one row)."""
     import jax
+    import numpy as np
 
-    return sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(tree)) / 2**20
+    seen, total = set(), 0
+    for x in jax.tree.leaves(tree):
+        while isinstance(x, np.ndarray) and isinstance(x.base, np.ndarray):
+            x = x.base
+        if id(x) not in seen:
+            seen.add(id(x))
+            total += int(getattr(x, "nbytes", 0))
+    return total / 2**20
 
 
 def loaded_data_mb(exp) -> float:
@@ -153,7 +163,7 @@ def loaded_data_mb(exp) -> float:
     split, planner = exp.split, exp.planner
     frames = sum(int(getattr(split, p).memory_usage(deep=True).sum())
                  for p in ("train", "val", "test")) / 2**20
-    evals = sum(_mb((e.candidates, e.labels, e.mask)) for e in (exp.val_set, exp.test_set))
+    evals = _mb([(e.candidates, e.labels, e.mask) for e in (exp.val_set, exp.test_set)])
     csrs = _mb((planner.train.indptr, planner.train.items, planner.exclude.indptr,
                 planner.exclude.items, planner.eval_items))
     return frames + evals + csrs

@@ -66,6 +66,37 @@ def test_build_eval_sets_loo(split):
     assert val.labels[:, 0].all() and not val.labels[:, 1:].any() and val.mask.all()
 
 
+def test_eval_negatives_drawn_per_block_of_users(split, monkeypatch):
+    """Blocks bound the build's memory: no draw sees more users than a block, and the
+    blocked negatives keep every invariant (and build_eval_sets writes the same ones)."""
+    from feddmr_jax.data import negatives
+
+    rows = []
+    real = negatives._sample
+    monkeypatch.setattr(negatives, "_sample",
+                        lambda rng, user, *a, **k: rows.append(len(user)) or real(rng, user, *a, **k))
+    monkeypatch.setattr(negatives, "EVAL_BLOCK_USERS", 64)
+    val, test = sample_eval_negatives(split, 99, seed=0)
+    assert rows == [64] * (split.num_users // 64) + [split.num_users % 64]
+    sets = _positive_sets(split)
+    for u in range(split.num_users):
+        assert len(set(val[u])) == 99 and not set(val[u]) & set(test[u])
+        assert not (set(val[u]) | set(test[u])) & sets[u]
+    ev_val, ev_test = build_eval_sets(split, 99, seed=0)
+    assert np.array_equal(ev_val.candidates[:, 1:], val)
+    assert np.array_equal(ev_test.candidates[:, 1:], test)
+    assert np.array_equal(sample_eval_negatives(split, 99, seed=0)[0], val)  # deterministic
+
+
+def test_loo_labels_and_mask_are_shared_read_only_rows(split):
+    val, test = build_eval_sets(split, 99, seed=0)
+    for ev in (val, test):
+        assert ev.labels.shape == ev.mask.shape == (split.num_users, 100)
+        assert not ev.labels.flags.writeable and not ev.mask.flags.writeable
+        assert ev.labels.strides[0] == 0 and ev.mask.strides[0] == 0   # one row in memory
+        assert ev.candidates.flags.c_contiguous
+
+
 def test_build_eval_sets_ratio():
     inter = generate_synthetic(num_users=50, num_items=100, mean_interactions=20, seed=3)
     split = split_interactions(inter, "ratio")

@@ -146,6 +146,7 @@ def build_experiment(cfg: RunConfig, *, extra_terms: Mapping[str, LossTerm] | No
                          **cfg.data.load_options())
     split = split_interactions(inter, scheme=cfg.data.split, tie_break=cfg.data.tie_break,
                                seed=cfg.data.seed)
+    del inter      # the split holds its own copy (10^6 users: 0.4 GB less through the build)
     val_set, test_set = build_eval_sets(split, num_negatives=cfg.data.eval_negatives,
                                         seed=cfg.data.eval_seed)
     model = build_model(t.model, cfg.model, split.num_items)

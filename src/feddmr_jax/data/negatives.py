@@ -33,12 +33,15 @@ from feddmr_jax.errors import DataError
 TRAIN_NEGATIVES = ("strict", "reference")
 _ROUNDS = 30
 _DENSE_CHUNK = 1 << 24  # elements of one dense fallback block
+EVAL_BLOCK_USERS = 1 << 14  # users per block of evaluation negatives (bounds the build's memory)
 
 
-def _keys(csr: TrainCSR) -> np.ndarray:
-    """Sorted int64 keys ``user * num_items + item`` of a CSR's entries."""
-    user = np.repeat(np.arange(csr.num_users, dtype=np.int64), np.diff(csr.indptr))
-    keys = user * csr.num_items + csr.items
+def _keys(csr: TrainCSR, lo: int = 0, hi: int | None = None) -> np.ndarray:
+    """Sorted int64 keys ``user * num_items + item`` of the entries of rows ``lo..hi-1``."""
+    hi = csr.num_users if hi is None else hi
+    indptr = csr.indptr[lo:hi + 1]
+    user = np.repeat(np.arange(lo, hi, dtype=np.int64), np.diff(indptr))
+    keys = user * csr.num_items + csr.items[indptr[0]:indptr[-1]]
     if keys.size > 1 and np.any(keys[1:] < keys[:-1]):
         keys = np.sort(keys)
     return keys
@@ -115,6 +118,11 @@ def sample_eval_negatives(split: Split, num_negatives: int = 99,
                           seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Samples fixed validation and test negatives for every user.
 
+    Users are drawn in blocks of ``EVAL_BLOCK_USERS`` (in user order, one
+    generator), so the build's memory is bounded by a block, not the
+    population; with at most that many users (every bundled dataset) the
+    negatives equal one draw over all users.
+
     Args:
       split: the split; negatives avoid all of a user's positives (any part).
       num_negatives: negatives per user for each of validation and test.
@@ -127,6 +135,15 @@ def sample_eval_negatives(split: Split, num_negatives: int = 99,
     Raises:
       DataError: a user has fewer than ``2 * num_negatives`` non-positive items.
     """
+    val = np.empty((split.num_users, num_negatives), np.int32)
+    test = np.empty((split.num_users, num_negatives), np.int32)
+    _fill_eval_negatives(split, num_negatives, seed, val, test)
+    return val, test
+
+
+def _fill_eval_negatives(split: Split, num_negatives: int, seed: int, val_out: np.ndarray,
+                         test_out: np.ndarray) -> None:
+    """Writes :func:`sample_eval_negatives`' draws into ``[U, num_negatives]`` views."""
     pos = positives_csr(split)
     avail = split.num_items - pos.lengths
     short = np.flatnonzero(avail < 2 * num_negatives)
@@ -137,9 +154,12 @@ def sample_eval_negatives(split: Split, num_negatives: int = 99,
                         f"validation + test negatives needed ({short.size} such users); "
                         "lower num_negatives")
     rng = np.random.default_rng(seed)
-    neg = _sample(rng, np.arange(split.num_users), 2 * num_negatives, _keys(pos),
-                  split.num_items, distinct=True).astype(np.int32)
-    return neg[:, :num_negatives], neg[:, num_negatives:]
+    for lo in range(0, split.num_users, EVAL_BLOCK_USERS):
+        hi = min(split.num_users, lo + EVAL_BLOCK_USERS)
+        neg = _sample(rng, np.arange(lo, hi), 2 * num_negatives, _keys(pos, lo, hi),
+                      split.num_items, distinct=True)
+        val_out[lo:hi] = neg[:, :num_negatives]
+        test_out[lo:hi] = neg[:, num_negatives:]
 
 
 def _one_per_user(frame, num_users: int, part: str) -> np.ndarray:
@@ -171,15 +191,18 @@ def build_eval_sets(split: Split, num_negatives: int = 99,
     """
     u, n = split.num_users, split.num_items
     if split.scheme == "loo":
-        val_neg, test_neg = sample_eval_negatives(split, num_negatives, seed)
-        sets = []
-        for part, neg in (("val", val_neg), ("test", test_neg)):
-            pos = _one_per_user(getattr(split, part), u, part)
-            cand = np.concatenate([pos[:, None], neg], axis=1)
-            labels = np.zeros(cand.shape, dtype=bool)
-            labels[:, 0] = True
-            sets.append(EvalSet(candidates=cand, labels=labels, mask=np.ones(cand.shape, bool)))
-        return sets[0], sets[1]
+        cands = [np.empty((u, 1 + num_negatives), np.int32) for _ in range(2)]
+        for part, cand in zip(("val", "test"), cands):
+            cand[:, 0] = _one_per_user(getattr(split, part), u, part)
+        _fill_eval_negatives(split, num_negatives, seed, cands[0][:, 1:], cands[1][:, 1:])
+        # Labels (column 0) and mask (all True) are the same for every user: read-only
+        # broadcast views of one row, no [U, 1 + num_negatives] arrays.
+        labels = np.zeros((1, 1 + num_negatives), dtype=bool)
+        labels[0, 0] = True
+        labels = np.broadcast_to(labels, (u, 1 + num_negatives))
+        mask = np.broadcast_to(np.ones((1, 1 + num_negatives), bool), labels.shape)
+        return (EvalSet(candidates=cands[0], labels=labels, mask=mask),
+                EvalSet(candidates=cands[1], labels=labels, mask=mask))
     cand = np.broadcast_to(np.arange(n, dtype=np.int32), (u, n))
     sets = []
     hidden = [split.train]

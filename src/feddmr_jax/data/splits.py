@@ -45,7 +45,7 @@ MIN_INTERACTIONS = 3
 
 
 def _frame(cols: dict[str, np.ndarray], sel: np.ndarray) -> pd.DataFrame:
-    return pd.DataFrame({c: cols[c][sel] for c in COLUMNS})
+    return pd.DataFrame({c: cols[c][sel] for c in COLUMNS}, copy=False)  # own the new arrays
 
 
 def chronological_order(user: np.ndarray, timestamp: np.ndarray, *, tie_break: str = "row",
@@ -65,13 +65,13 @@ def chronological_order(user: np.ndarray, timestamp: np.ndarray, *, tie_break: s
     if tie_break not in TIE_BREAKS:
         raise DataError(f"unknown tie_break {tie_break!r}; known: {', '.join(TIE_BREAKS)}")
     n = len(user)
+    # lexsort is stable: rows equal in (user, time) keep their order in ``perm``.
     if tie_break == "row" and has_timestamps:
-        perm = np.arange(n)
-    else:
-        perm = np.random.default_rng(seed).permutation(n)
-    ts = timestamp[perm] if has_timestamps else np.zeros(n, np.int64)
-    # Sort keys: user, then time, then position in ``perm`` (a total, stable order).
-    return perm[np.lexsort((np.arange(n), ts, user[perm]))]
+        return np.lexsort((timestamp, user))
+    perm = np.random.default_rng(seed).permutation(n)
+    if not has_timestamps:
+        return perm[np.argsort(user[perm], kind="stable")]
+    return perm[np.lexsort((timestamp[perm], user[perm]))]
 
 
 def split_interactions(inter: Interactions, scheme: str = "loo", *, tie_break: str = "row",
@@ -93,15 +93,17 @@ def split_interactions(inter: Interactions, scheme: str = "loo", *, tie_break: s
     if scheme not in SCHEMES:
         raise DataError(f"unknown split scheme '{scheme}'; known schemes: {', '.join(SCHEMES)}")
     t = inter.table
-    user = t["user"].to_numpy()
-    item = t["item"].to_numpy()
-    ts = t["timestamp"].to_numpy()
-    order = chronological_order(user, ts, tie_break=tie_break, seed=seed,
+    order = chronological_order(t["user"].to_numpy(), t["timestamp"].to_numpy(),
+                                tie_break=tie_break, seed=seed,
                                 has_timestamps=inter.has_timestamps)
-    user, item, ts = user[order], item[order], ts[order]
-    if not inter.has_timestamps:
-        ts = np.arange(len(user), dtype=np.int64)      # position in the drawn order
-    rating = t["rating"].to_numpy()[order]
+    # Columns in chronological order, one array alive per column (10^6 users: the
+    # split's transient memory is a few columns, not a dozen).
+    user = t["user"].to_numpy()[order]
+    item = t["item"].to_numpy()[order].astype(np.int32, copy=False)
+    ts = (t["timestamp"].to_numpy()[order].astype(np.int64, copy=False)
+          if inter.has_timestamps else np.arange(len(order), dtype=np.int64))  # drawn order
+    rating = t["rating"].to_numpy()[order].astype(np.float32, copy=False)
+    del order
     counts = np.bincount(user, minlength=inter.num_users)
     kept = counts >= MIN_INTERACTIONS
     dropped = int(np.count_nonzero(~kept))
@@ -111,21 +113,24 @@ def split_interactions(inter: Interactions, scheme: str = "loo", *, tie_break: s
     if not kept.any():
         raise DataError(f"{inter.name}: no user has at least {MIN_INTERACTIONS} interactions "
                         "to split into train, validation and test")
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    n = counts[user]
-    from_end = n - 1 - (np.arange(len(user)) - starts[user])  # 0 = latest
+    index = np.int32 if len(user) < 2**31 else np.int64
+    ends = np.cumsum(counts).astype(index)
+    from_end = ends[user] - 1 - np.arange(len(user), dtype=index)  # 0 = latest
+    del ends
     if scheme == "loo":
-        n_test = np.ones_like(n)
-        n_val = np.ones_like(n)
+        is_test = from_end < 1
+        is_val = from_end == 1
     else:
-        n_test = np.maximum(1, np.floor(0.1 * n + 0.5)).astype(n.dtype)
-        n_val = n_test
-    is_test = from_end < n_test
-    is_val = ~is_test & (from_end < n_test + n_val)
+        n_test = np.maximum(1, np.floor(0.1 * counts + 0.5)).astype(index)[user]
+        is_test = from_end < n_test
+        is_val = ~is_test & (from_end < 2 * n_test)
+        del n_test
+    del from_end
     row_kept = kept[user]
-    new_id = (np.cumsum(kept) - 1).astype(np.int32)
-    cols = {"user": new_id[user], "item": item.astype(np.int32),
-            "timestamp": ts.astype(np.int64), "rating": rating.astype(np.float32)}
+    if dropped:
+        user = (np.cumsum(kept) - 1).astype(np.int32)[user]
+    cols = {"user": user.astype(np.int32, copy=False), "item": item, "timestamp": ts,
+            "rating": rating}
     return Split(
         scheme=scheme,
         train=_frame(cols, row_kept & ~is_test & ~is_val),
