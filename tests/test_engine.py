@@ -204,3 +204,20 @@ def test_server_receives_no_private_leaf():
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(upload)]
     assert not any("user" in p for p in paths)
     assert set(upload.tables) == set(state.shared.tables) == {"items"}
+
+
+@pytest.mark.parametrize("model_name", ["feddmr", "pfedrec", "fedrap"])
+def test_private_store_init_in_blocks_equals_one_vmap(model_name, monkeypatch):
+    """Blocks bound the init's memory and change no client's params (each from its own key)."""
+    from feddmr_jax.federated import algorithm
+    from feddmr_jax.methods import build_model, model_config_class
+
+    cfg = tiny_config().model if model_name == "feddmr" else model_config_class(model_name)()
+    model = build_model(model_name, cfg, 37)
+    key = jax.random.key(5)
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, np.arange(23))
+    whole = jax.vmap(model.init_private)(keys)
+    monkeypatch.setattr(algorithm, "INIT_BLOCK_CLIENTS", 4)   # 5 blocks and a remainder of 3
+    blocked = algorithm.init_private_store(model, key, 23)
+    assert jax.tree.structure(blocked) == jax.tree.structure(whole)
+    assert max_abs_diff(blocked, whole) == 0.0

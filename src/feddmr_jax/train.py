@@ -39,6 +39,7 @@ from feddmr_jax.federated.private_store import check_store_size
 from feddmr_jax.federated.rounds import RoundPlanner, build_planner, iter_round
 from feddmr_jax.federated.sampling import participants_per_round, sample_clients
 from feddmr_jax.losses import LossTerm, bce, compose, l2, proximal
+from feddmr_jax.host_memory import release_free_memory
 from feddmr_jax.methods import Method, build_model, get_method, uses_dropout
 from feddmr_jax.models import Leaves, Model, ModelParams
 from feddmr_jax.privacy.plan import PrivacyPlan, build_privacy_plan, round_privacy
@@ -190,6 +191,7 @@ def build_experiment(cfg: RunConfig, *, extra_terms: Mapping[str, LossTerm] | No
                             slot_rounds=t.rounds * t.local_epochs * count / split.num_users)
     names = ("init", "sample", "train")
     keys = dict(zip(names, jax.random.split(jax.random.key(t.seed), len(names))))
+    release_free_memory()   # the build's temporaries (host_memory.py)
     return Experiment(cfg, split, model, algorithm, planner, val_set, test_set,
                       make_scorer(model), count, keys, privacy, eval_mode)
 

@@ -29,6 +29,7 @@ from feddmr_jax.federated.parallel import (ChunkData, initial_scores, make_chunk
 from feddmr_jax.models.base import Leaves, Model
 from feddmr_jax.privacy.dp import DPSetting, noisy_mean
 from feddmr_jax.federated.secure_round import init_masked_accumulator, unmask
+from feddmr_jax.host_memory import release_free_memory
 from feddmr_jax.privacy.secure_agg import MaskGraph
 
 Array = jax.Array
@@ -84,10 +85,28 @@ class RoundParts(NamedTuple):
     server_step: Callable
 
 
+INIT_BLOCK_CLIENTS = 1 << 14  # clients initialized per vectorized block
+# Chunks dispatched ahead of the device at most: asynchronous dispatch lets the host pack
+# the next chunks while the device trains, but an unbounded queue would hold every packed
+# chunk of a round whenever packing outpaces training (host memory ~ participants).
+MAX_CHUNKS_IN_FLIGHT = 4
+
+
 def init_private_store(model: Model, key: Array, num_clients: int) -> Leaves:
-    """Stacked private params, client u initialized from ``fold_in(key, u)``."""
-    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(num_clients))
-    return jax.jit(jax.vmap(model.init_private))(keys)
+    """Stacked private params, client u initialized from ``fold_in(key, u)``.
+
+    One program over blocks of ``INIT_BLOCK_CLIENTS`` clients (``lax.map`` with
+    ``batch_size``): the random draws' temporaries are a block's, not the
+    population's (10^6 clients: ~0.4 GB less resident memory after the
+    build); each client's params depend on its key alone, so the blocks give
+    the same store as one ``vmap`` over every client (tested).
+    """
+    def init(key):
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(num_clients))
+        return jax.lax.map(model.init_private, keys,
+                           batch_size=min(INIT_BLOCK_CLIENTS, num_clients))
+
+    return jax.jit(init)(key)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,7 +252,10 @@ def build_algorithm(model: Model, local_step: LocalStep | Callable[[Array], Loca
         if eval_items is not None:
             store = attach_scores(store, initial_scores(model.apply, shared, store, eval_items,
                                                         *eval_history, num_items=num_items))
-        return replicate(FedState(shared, server_optimizer.init(shared), store), mesh)
+        state = replicate(FedState(shared, server_optimizer.init(shared), store), mesh)
+        jax.block_until_ready(state)
+        release_free_memory()   # the initialization's temporaries (host_memory.py)
+        return state
 
     def init_round(shared: Leaves, masks: MaskGraph | None = None) -> Accumulator:
         if masks is not None:
@@ -254,10 +276,12 @@ def build_algorithm(model: Model, local_step: LocalStep | Callable[[Array], Loca
         acc = replicate(init_round(state.shared, masks), mesh)
         store = state.private_store
         losses = []       # summed once at the end: an add per chunk costs a dispatch each
-        for chunk in chunks:
+        for i, chunk in enumerate(chunks):
             chunk = shard_clients(chunk, mesh)
             store, acc, loss = chunk_step(state.shared, store, acc, chunk, round_key)
             losses.append(loss)
+            if i >= MAX_CHUNKS_IN_FLIGHT:   # bound the dispatch queue (and its chunks' buffers)
+                losses[i - MAX_CHUNKS_IN_FLIGHT].block_until_ready()
         loss_sum = jnp.sum(jnp.stack(losses)) if losses else jnp.zeros((), jnp.float32)
         if acc.masks is not None:
             acc = unmask(acc)  # the server's first unmasked value: the round's sum

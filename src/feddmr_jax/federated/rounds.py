@@ -385,8 +385,9 @@ def iter_round(planner: RoundPlanner, participants: np.ndarray, round_index: int
     if update_nan is None:
         update_nan = np.zeros(len(participants), bool)
     widths = planner.width[participants]
-    for w in sorted(set(widths.tolist())):
-        pos = np.flatnonzero(widths == w)
+    by_width = np.argsort(widths, kind="stable")     # per class, participants in id order
+    classes, starts = np.unique(widths[by_width], return_index=True)
+    for w, pos in zip(classes.tolist(), np.split(by_width, starts[1:])):
         per = planner.clients_per_chunk[w]
         for start in range(0, len(pos), per):
             sel = pos[start:start + per]
