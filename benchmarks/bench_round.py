@@ -53,6 +53,7 @@ from _common import RoundTiming, median, rounded  # noqa: E402
 from feddmr_jax import config as config_lib  # noqa: E402
 from feddmr_jax.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from feddmr_jax.federated.parallel import ChunkData  # noqa: E402
+from feddmr_jax.methods import get_method  # noqa: E402
 from feddmr_jax.federated.rounds import plan_round  # noqa: E402
 from feddmr_jax.timing import CompileWatch, enable_compilation_cache  # noqa: E402
 from feddmr_jax.train import Experiment, build_experiment  # noqa: E402
@@ -63,10 +64,10 @@ MODEL_CONFIGS: dict[str, Callable[[RunConfig], RunConfig]] = {
     # The light model until PFedRec is wired in: FedDMR without the attention
     # layers (user embedding and item row straight into the MLP head).
     "feddmr_no_attention": lambda cfg: _common.replace(cfg, model={"attention": False}),
-    # PFedRec with its reference [train] values (methods.py); apply_overrides retypes [model].
+    # PFedRec with its method's [train] defaults (reference values and chunk size,
+    # methods/pfedrec.py); apply_overrides retypes [model].
     "pfedrec": lambda cfg: _common.with_overrides(
-        cfg, train={"model": "pfedrec", "mu": 0.0, "table_mean": "participants",
-                    "batch_size": 256}),
+        cfg, train={"model": "pfedrec", **get_method("pfedrec").train_defaults}),
 }
 DEFAULT_MODELS = "feddmr,pfedrec,feddmr_no_attention"
 

@@ -92,6 +92,9 @@ def test_unknown_model_key_names_key_and_model(name, key):
 def test_method_train_defaults_apply_unless_set():
     cfg = config_lib.build_config({"train": {"model": "pfedrec"}})
     assert (cfg.train.mu, cfg.train.table_mean, cfg.train.batch_size) == (0.0, "participants", 256)
+    assert cfg.train.chunk_size == 128
+    assert config_lib.build_config({"train": {"model": "pfedrec",
+                                              "chunk_size": 32}}).train.chunk_size == 32
     cfg = config_lib.build_config({"train": {"model": "pfedrec", "mu": 0.5}})
     assert cfg.train.mu == 0.5 and cfg.train.table_mean == "participants"
     rap = config_lib.build_config({"train": {"model": "fedrap"}})

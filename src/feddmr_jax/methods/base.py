@@ -38,7 +38,8 @@ class Method(NamedTuple):
       round_optimizer: ``(config, round_index) -> optax transformation`` (round
         1-based, traced), replacing the ``[train]`` optimizer, or None.
       eval_mode: ``"global"`` or ``"local"`` (see ``methods/__init__.py``).
-      train_defaults: ``[train]`` values of the reference protocol.
+      train_defaults: ``[train]`` values of the reference protocol, and engine
+        settings measured per method that change no result (``chunk_size``).
       unused_train: ``[train]`` keys this method ignores.
       row_decay: ``config -> bool``, whether the method's optimizer changes
         every row of the item tables, used or not (weight decay;
