@@ -13,8 +13,9 @@ import pytest
 from feddmr_jax.data import load_dataset, split_interactions, train_csr, train_exclusions
 from feddmr_jax.config import RunConfig
 from feddmr_jax.errors import ConfigError
-from feddmr_jax.federated.rounds import (PROGRAM_SLOTS, auto_class_count, build_planner,
-                                         example_width, plan_round, shape_classes, step_slots)
+from feddmr_jax.federated.rounds import build_planner, plan_round
+from feddmr_jax.federated.shape_classes import (PROGRAM_SLOTS, auto_class_count, example_width,
+                                                shape_classes, step_slots)
 from feddmr_jax.train import build_experiment, run_round
 
 from engine_helpers import max_abs_diff, tiny_config
