@@ -105,3 +105,10 @@ def test_train_csr_chronological_and_positives_sorted(synth):
     seg = pos.items[pos.indptr[u]:pos.indptr[u + 1]]
     expected = sorted(set(rows.item) | {int(split.val.item[u]), int(split.test.item[u])})
     assert list(seg) == expected
+
+
+def test_csr_lengths_of_rows_equal_the_full_lengths(synth):
+    csr = train_csr(split_interactions(synth, "loo"))
+    rows = np.array([5, 0, 5, csr.num_users - 1])
+    np.testing.assert_array_equal(csr.lengths_of(rows), csr.lengths[rows])
+    assert csr.lengths_of(np.array([], np.int64)).shape == (0,)

@@ -107,6 +107,11 @@ class TrainCSR:
     def lengths(self) -> np.ndarray:
         return np.diff(self.indptr).astype(np.int32)
 
+    def lengths_of(self, rows: np.ndarray) -> np.ndarray:
+        """``[R]`` int64 lengths of ``rows`` (work ~ R, not the number of users)."""
+        rows = np.asarray(rows, np.int64)
+        return self.indptr[rows + 1] - self.indptr[rows]
+
 
 @dataclasses.dataclass(frozen=True)
 class EvalSet:

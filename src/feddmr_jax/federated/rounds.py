@@ -122,7 +122,7 @@ class RoundPlanner:
         clients = (np.arange(self.num_clients) if participants is None
                    else np.asarray(participants, np.int64))
         widths = self.width[clients]
-        real = int(self.train.lengths[clients].sum()) * (1 + self.num_negatives)
+        real = int(self.train.lengths_of(clients).sum()) * (1 + self.num_negatives)
         rows = steps = 0
         for w, n in zip(*np.unique(widths, return_counts=True)):
             per = self.clients_per_chunk[int(w)]
@@ -186,7 +186,7 @@ def _examples(planner: RoundPlanner, clients: np.ndarray, round_index: int):
     neg = draw_train_negatives(planner.train, planner.exclude, clients, seed=planner.seed,
                                round_index=round_index, num_negatives=planner.num_negatives)
     k = planner.num_negatives
-    lengths = planner.train.lengths[clients].astype(np.int64)
+    lengths = planner.train.lengths_of(clients)   # per chunk: never an O(users) pass
     ex_len = lengths * (1 + k)
     ex_indptr = np.concatenate([[0], np.cumsum(ex_len)])
     values = np.empty(ex_indptr[-1], np.int32)
