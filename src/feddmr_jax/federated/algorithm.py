@@ -97,8 +97,8 @@ def init_private_store(model: Model, key: Array, num_clients: int) -> Leaves:
 
     One program over blocks of ``INIT_BLOCK_CLIENTS`` clients (``lax.map`` with
     ``batch_size``): the random draws' temporaries are a block's, not the
-    population's (10^6 clients: ~0.4 GB less resident memory after the
-    build); each client's params depend on its key alone, so the blocks give
+    population's (10^6 clients: 237 instead of 509 MB resident for a 122 MB
+    store); each client's params depend on its key alone, so the blocks give
     the same store as one ``vmap`` over every client (tested).
     """
     def init(key):
