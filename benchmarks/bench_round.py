@@ -53,8 +53,8 @@ from _common import RoundTiming, median, rounded  # noqa: E402
 from feddmr_jax import config as config_lib  # noqa: E402
 from feddmr_jax.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from feddmr_jax.federated.parallel import ChunkData  # noqa: E402
-from feddmr_jax.methods import get_method  # noqa: E402
 from feddmr_jax.federated.rounds import plan_round  # noqa: E402
+from feddmr_jax.methods import get_method  # noqa: E402
 from feddmr_jax.timing import CompileWatch, enable_compilation_cache  # noqa: E402
 from feddmr_jax.train import Experiment, build_experiment  # noqa: E402
 

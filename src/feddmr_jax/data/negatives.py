@@ -286,7 +286,7 @@ def _nth_allowed(exclude: TrainCSR, users: np.ndarray, entry_user: np.ndarray,
     """
     users = np.asarray(users, np.int64)
     num_items = exclude.num_items
-    lengths = exclude.indptr[users + 1] - exclude.indptr[users]
+    lengths = exclude.lengths_of(users)
     local = np.repeat(np.arange(len(users), dtype=np.int64), lengths)
     start = np.repeat(exclude.indptr[users] - np.cumsum(lengths) + lengths, lengths)
     items = exclude.items[start + np.arange(local.size)].astype(np.int64)
@@ -308,7 +308,7 @@ def _nth_allowed(exclude: TrainCSR, users: np.ndarray, entry_user: np.ndarray,
 def _train_entries(train: TrainCSR, users: np.ndarray | None, num_negatives: int):
     """``(users, positives per user, position in users of each negative's user)``."""
     users = np.arange(train.num_users) if users is None else np.asarray(users, dtype=np.int64)
-    lengths = train.indptr[users + 1] - train.indptr[users]
+    lengths = train.lengths_of(users)
     entry_user = np.repeat(np.arange(len(users), dtype=np.int64), lengths * num_negatives)
     return users, lengths, entry_user
 
