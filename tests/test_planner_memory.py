@@ -9,6 +9,7 @@ import pytest
 
 from feddmr_jax.data import (TrainCSR, draw_train_negatives, generate_synthetic,
                              recent_history, split_interactions, train_csr, train_exclusions)
+from feddmr_jax.data import negatives
 from feddmr_jax.errors import DataError
 from feddmr_jax.federated import rounds
 from feddmr_jax.federated.rounds import build_planner, iter_round, plan_round
@@ -94,6 +95,25 @@ def test_counter_draw_is_uniform_over_allowed_items_and_handles_duplicates():
     full = TrainCSR(indptr=np.array([0, 10]), items=np.arange(10, dtype=np.int32), num_items=10)
     with pytest.raises(DataError, match="has positives for all 10 items"):
         draw_train_negatives(full, full, np.array([0]), seed=0, round_index=1)
+
+
+@pytest.mark.parametrize("mode", ["strict", "reference"])
+def test_allowed_items_listed_densely_equal_the_search(split, mode):
+    """``_nth_allowed``'s two ways (a dense table of small chunks, a searchsorted of
+    big ones) pick the same item for every entry, duplicates in the exclusions included."""
+    train, exclude = train_csr(split), train_exclusions(split, mode)
+    dup = TrainCSR(indptr=np.array([0, 4, 12, 12]),
+                   items=np.array([1, 4, 7, 7, 0, 1, 3, 4, 6, 7, 8, 9], np.int32), num_items=10)
+    rng = np.random.default_rng(0)
+    for csr, users in ((exclude, rng.permutation(split.num_users)[:25]),
+                       (exclude, np.arange(split.num_users)), (dup, np.array([2, 0, 1]))):
+        entry_user = rng.integers(0, len(users), 3000)
+        bits = rng.integers(0, np.iinfo(np.uint64).max, 3000, dtype=np.uint64, endpoint=True)
+        listed, allowed = negatives._nth_allowed(csr, users, entry_user, bits, dense=True)
+        searched, allowed_s = negatives._nth_allowed(csr, users, entry_user, bits, dense=False)
+        assert np.array_equal(listed, searched) and np.array_equal(allowed, allowed_s)
+        assert len(np.unique(listed)) > 5                    # not a constant
+    assert len(users) * 10 <= negatives.DENSE_ALLOWED_CELLS   # the default lists these densely
 
 
 def test_iter_round_draws_and_gathers_per_chunk(split, monkeypatch):

@@ -264,14 +264,23 @@ def _counter_bits(seed: int, round_index: int, user: np.ndarray,
     return _mix(h ^ (np.asarray(counter).astype(np.uint64) + _GOLDEN))
 
 
+# _nth_allowed: users x items cells up to which the allowed items are listed densely
+# (a [users, items] bool table, 4 MB) rather than searched; both give the same items.
+DENSE_ALLOWED_CELLS = 1 << 22
+
+
 def _nth_allowed(exclude: TrainCSR, users: np.ndarray, entry_user: np.ndarray,
-                 bits: np.ndarray):
+                 bits: np.ndarray, dense: bool | None = None):
     """The r-th item (0-based, ascending) that ``exclude`` does not hold for each entry.
 
     Exact and rejection-free: with ``e_0 < e_1 < ...`` a user's excluded items,
     the r-th allowed item is ``r + #{i : e_i - i <= r}`` (one ``searchsorted``
     over the keys ``user * num_items + e_i - i`` of the given users only, so
-    the work is proportional to these users, not to the population).
+    the work is proportional to these users, not to the population). When the
+    users' ``[R, num_items]`` table is small (``DENSE_ALLOWED_CELLS``) the
+    allowed items are instead listed in order (``flatnonzero`` of the table)
+    and read at each entry's rank: the same items, about 3x faster per
+    ml-100k chunk than a ``searchsorted`` of unsorted queries.
 
     Args:
       exclude: excluded items per user (CSR, sorted by item within a user).
@@ -280,9 +289,12 @@ def _nth_allowed(exclude: TrainCSR, users: np.ndarray, entry_user: np.ndarray,
       bits: ``[M]`` uint64 random bits; ``bits % allowed`` is the entry's rank
         (uniform up to a bias below ``num_items / 2**64``).
 
+      dense: force the listing (True) or the search (False); None: by size.
+
     Returns:
       ``(items [M] int64, allowed [R] int64)``: the items, and each user's
-      number of allowed items.
+      number of allowed items (an entry whose user has none gets an arbitrary
+      item: callers refuse such users, :func:`_check_allowed`).
     """
     users = np.asarray(users, np.int64)
     num_items = exclude.num_items
@@ -290,6 +302,16 @@ def _nth_allowed(exclude: TrainCSR, users: np.ndarray, entry_user: np.ndarray,
     local = np.repeat(np.arange(len(users), dtype=np.int64), lengths)
     start = np.repeat(exclude.indptr[users] - np.cumsum(lengths) + lengths, lengths)
     items = exclude.items[start + np.arange(local.size)].astype(np.int64)
+    entry_user = np.asarray(entry_user, np.int64)
+    if dense if dense is not None else len(users) * num_items <= DENSE_ALLOWED_CELLS:
+        table = np.ones((len(users), num_items), bool)
+        table[local, items] = False
+        allowed = table.sum(1, dtype=np.int64)
+        listed = np.flatnonzero(table)            # row by row, ascending within a row
+        rank = (bits % np.maximum(allowed, 1).astype(np.uint64)[entry_user]).astype(np.int64)
+        at = np.minimum((np.cumsum(allowed) - allowed)[entry_user] + rank, max(listed.size - 1, 0))
+        picked = listed[at] if listed.size else np.zeros(entry_user.size, np.int64)
+        return picked - entry_user * num_items, allowed
     keys = local * num_items + items
     keep = np.ones(keys.size, bool)
     keep[1:] = keys[1:] != keys[:-1]            # duplicates (an item in two parts)
@@ -299,7 +321,6 @@ def _nth_allowed(exclude: TrainCSR, users: np.ndarray, entry_user: np.ndarray,
     within = np.arange(keys.size) - np.repeat(row_start, distinct)
     adjusted = keys - within                    # local * I + (e_i - i), sorted
     allowed = num_items - distinct
-    entry_user = np.asarray(entry_user, np.int64)
     rank = (bits % np.maximum(allowed, 1).astype(np.uint64)[entry_user]).astype(np.int64)
     below = np.searchsorted(adjusted, entry_user * num_items + rank, side="right")
     return rank + below - row_start[entry_user], allowed
