@@ -160,6 +160,34 @@ def test_sparse_equals_dense():
     assert m_sparse == m_dense
 
 
+@pytest.mark.parametrize("model, model_args", [
+    ("fedrap", {"weight_decay": 0.0, "lr_args": 1.0}),     # private item table: candidates appended for scoring
+    ("fedrap", {"weight_decay": 1e-2, "lr_args": 1.0}),    # row decay: candidates inside the local table
+    ("feddmr", {"history_len": 3, "heads": 2}),   # memory rows index the scoring table
+])
+def test_local_mode_sparse_equals_dense_for_other_models(model, model_args):
+    """Sparse local evaluation (candidates looked up in the local table, or appended
+    after it for scoring) gives the dense mode's stored scores, private store and
+    shared params, for private item tables and models with a memory."""
+    results = []
+    for sparse in (True, False):
+        raw = {**RAW, "train": {**RAW["train"], "model": model, "sparse": sparse,
+                                "batch_size": 16, "eval_mode": "local"},
+               "model": {**RAW["model"], **model_args}}
+        exp = build_experiment(config_lib.build_config(raw))
+        state = exp.algorithm.init(exp.keys["init"])
+        for r in (1, 2):
+            state, _ = run_round(exp, state, r)
+        results.append((state, evaluate_state(exp, state, exp.test_set)))
+    (sparse, m_sparse), (dense, m_dense) = results
+    assert max_abs_diff(sparse.shared, dense.shared) < 1e-5
+    assert max_abs_diff(sparse.private_store, dense.private_store) < 1e-5
+    for k in m_sparse:
+        assert m_sparse[k] == pytest.approx(m_dense[k], abs=1e-6), k
+    scores = np.asarray(sparse.private_store.dense[EVAL_SCORES])
+    assert np.ptp(scores) > 0        # clients trained and scored (not the initial scores only)
+
+
 def test_local_evaluation_refuses_a_foreign_eval_set(one_round):
     exp, _, state = one_round
     other = dataclasses.replace(exp.val_set)

@@ -5,9 +5,10 @@ clients of a chunk padded to one shape class). :func:`make_chunk_step` builds th
 jitted step that, for one chunk,
 
 1. (sparse mode) builds each client's local item table: the rows it uses this
-   round (positives, negatives, memory, and evaluation candidates in ``local``
-   evaluation mode), gathered from the global tables, and re-indexes its
-   examples into that table (:func:`localize`, :func:`local_view`),
+   round (positives, negatives, memory), gathered from the global tables, and
+   re-indexes its examples into that table (:func:`localize`, :func:`local_view`;
+   in ``local`` evaluation mode, the candidates' rows are looked up there or
+   appended for scoring),
 2. gathers each client's private params from the stacked private store
    (private item tables: only the local rows; federated/private_store.py),
 3. runs ``jax.vmap(client_update)`` over the chunk; in ``local`` evaluation
@@ -122,7 +123,11 @@ class LocalRows(NamedTuple):
         memory): the rows it uploads and writes back to private tables.
       items: ``[N]`` examples as local rows.
       history: ``[n]`` memory as local rows.
-      eval_items: ``[M]`` evaluation candidates as local rows, or None.
+      eval_items: ``[M]`` evaluation candidates as local rows, or None; with
+        ``eval_rows``, rows of the *scoring* table ``[local table ; eval_rows]``.
+      eval_rows: ``[M]`` global ids of the candidates, appended after the local
+        table for scoring only (sparse mode without ``row_decay``), or None
+        (candidates, if any, are rows of the local table itself).
     """
 
     rows: Array
@@ -130,17 +135,33 @@ class LocalRows(NamedTuple):
     items: Array
     history: Array
     eval_items: Array | None
+    eval_rows: Array | None = None
+
+    def table_rows(self) -> Array:
+        """Global ids of the rows read from the tables: the local table, then
+        the appended candidates (``eval_rows``) when there are any."""
+        if self.eval_rows is None:
+            return self.rows
+        return jnp.concatenate([self.rows, self.eval_rows], -1)
 
 
 def local_view(row: ChunkData, *, sparse: bool, num_items: int,
                row_decay: bool = False) -> LocalRows:
     """The local table of one client (sparse: the rows it uses; dense: all items).
 
-    In sparse mode the table holds the distinct ids of the client's examples,
-    memory and (when given) evaluation candidates; candidate-only rows are
-    present but not in ``row_mask``. Its last row is always padding (the
-    probe row of ``row_decay``, see :func:`make_local_client_fn`).
-    In dense mode with ``row_decay`` every row changes, so every row is used.
+    In sparse mode the table holds the distinct ids of the client's examples
+    and memory. Evaluation candidates (when given) stay out of it: a row no
+    example reaches does not change in local training, so a candidate's
+    trained row is its local row if it has one and the global row it received
+    otherwise, and the client scores ``[local table ; global candidate rows]``
+    (``eval_rows``). Training then never carries the ``M`` candidate rows
+    through its steps (PFedRec's item step updates its whole local table:
+    ~200 candidate rows against ~100 example rows for most ml-100k clients).
+    With ``row_decay`` untouched rows do change, so the candidates join the
+    local table instead (present, not in ``row_mask``). The table's last row
+    is always padding (the probe row of ``row_decay``, see
+    :func:`make_local_client_fn`). In dense mode with ``row_decay`` every row
+    changes, so every row is used.
     """
     if not sparse:
         # Full tables; the rows the client used are those it can change.
@@ -152,11 +173,19 @@ def local_view(row: ChunkData, *, sparse: bool, num_items: int,
         return LocalRows(jnp.arange(num_items), row_mask, row.items, row.history,
                          row.eval_items)
     n, h = row.items.shape[0], row.history.shape[0]
-    if row.eval_items is None:
+    if row.eval_items is None or not row_decay:
         rows, row_mask, items, history = localize(
             row.items, row.mask, row.history, row.history_mask, num_items,
             local_rows(n, h, num_items))
-        return LocalRows(rows, row_mask, items, history, None)
+        if row.eval_items is None:
+            return LocalRows(rows, row_mask, items, history, None)
+        table = rows.shape[0]
+        ids = jnp.where(row_mask, rows, num_items)     # ascending, padding (num_items) last
+        pos = jnp.minimum(jnp.searchsorted(ids, row.eval_items), table - 1)
+        found = ids[pos] == row.eval_items
+        m = row.eval_items.shape[0]
+        return LocalRows(rows, row_mask, items, history,
+                         jnp.where(found, pos, table + jnp.arange(m)), row.eval_items)
     m = row.eval_items.shape[0]
     num_rows = local_rows(n + m, h, num_items)
     rows, present, ext, history = localize(
@@ -172,6 +201,12 @@ def local_view(row: ChunkData, *, sparse: bool, num_items: int,
 def _with_probe(leaves: Leaves) -> Leaves:
     """``leaves`` with the last row of every table set to ones (the probe row)."""
     return Leaves({k: t.at[-1].set(1.0) for k, t in leaves.tables.items()}, leaves.dense)
+
+
+def _append_rows(leaves: Leaves, extra: dict[str, Array]) -> Leaves:
+    """``leaves`` with ``extra[k]`` appended below table ``k``."""
+    return Leaves({k: jnp.concatenate([t, extra[k]]) for k, t in leaves.tables.items()},
+                  leaves.dense)
 
 
 def make_local_client_fn(client_update: ClientUpdate, *, sparse: bool,
@@ -195,7 +230,7 @@ def make_local_client_fn(client_update: ClientUpdate, *, sparse: bool,
     both then equal the dense mode.
 
     ``private`` holds the client's private params with private tables already
-    at ``local.rows`` (sparse) or whole (dense), as
+    at ``local.table_rows()`` (sparse) or whole (dense), as
     :func:`~feddmr_jax.federated.private_store.gather_clients` reads them.
     When it also holds evaluation scores (``local`` evaluation mode), they
     are replaced by ``score_fn``'s logits of ``local.eval_items`` under the
@@ -211,6 +246,11 @@ def make_local_client_fn(client_update: ClientUpdate, *, sparse: bool,
         else:
             start = global_shared
         private, stored = split_scores(private)
+        candidates = None          # private table rows of the appended candidates
+        if local.eval_rows is not None and private.tables:
+            table = local.rows.shape[0]
+            candidates = {k: t[table:] for k, t in private.tables.items()}
+            private = Leaves({k: t[:table] for k, t in private.tables.items()}, private.dense)
         if probe:
             start, private = _with_probe(start), _with_probe(private)
         round_index = 0 if row.round_index is None else row.round_index
@@ -227,8 +267,13 @@ def make_local_client_fn(client_update: ClientUpdate, *, sparse: bool,
         if stored is not None:
             if score_fn is None or local.eval_items is None:
                 raise ValueError("local evaluation needs score_fn and chunks with eval_items")
-            scores = score_fn(ModelParams(result.private, result.shared), local.eval_items,
-                              Context(local.history, row.history_mask))
+            scoring = ModelParams(result.private, result.shared)
+            if local.eval_rows is not None:   # [local table ; candidates' rows]
+                scoring = ModelParams(
+                    _append_rows(result.private, candidates or {}),
+                    _append_rows(result.shared, {k: t[local.eval_rows] for k, t
+                                                 in global_shared.tables.items()}))
+            scores = score_fn(scoring, local.eval_items, Context(local.history, row.history_mask))
             new_private = attach_scores(new_private, scores.astype(stored.dtype))
         return ClientOutput(delta, new_private, result.loss, result.num_examples,
                             local.rows, local.row_mask, shared_factor)
@@ -251,8 +296,8 @@ def make_client_fn(client_update: ClientUpdate, *, sparse: bool, num_items: int,
                   key: Array) -> ClientOutput:
         local = local_view(row, sparse=sparse, num_items=num_items, row_decay=row_decay)
         if sparse:
-            private = Leaves({k: t[local.rows] for k, t in private.tables.items()},
-                             private.dense)
+            rows = local.table_rows()
+            private = Leaves({k: t[rows] for k, t in private.tables.items()}, private.dense)
         return local_fn(global_shared, private, row, local, key)
 
     return client_fn
@@ -328,7 +373,7 @@ def make_chunk_step(client_update: ClientUpdate, *, sparse: bool, num_items: int
                                               row_decay=row_decay))(chunk)
         # Private tables: only each client's local rows are read (sparse mode).
         private = gather_clients(private_store, chunk.client_ids,
-                                 local.rows if sparse else None)
+                                 local.table_rows() if sparse else None)
         out = jax.vmap(local_fn, in_axes=(None, 0, 0, 0, 0))(
             global_shared, private, chunk, local, _client_keys(round_key, chunk.client_ids))
         return _absorb(private_store, acc, out, chunk, weighting, clip_norm, sparse)
