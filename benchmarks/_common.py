@@ -1,6 +1,6 @@
 """Helpers shared by the benchmark scripts (not part of the package).
 
-Timing of one round, split into host planning and device training; the
+Timing of one round (lazy as ``train`` runs it, or planned first); the
 machine/device description; peak-memory readers; config overrides from the
 command line; and the common output (a table, a JSON file, and the same JSON
 object as the last stdout line).
@@ -24,7 +24,7 @@ import numpy as np
 from feddmr_jax import config as config_lib
 from feddmr_jax.config import RunConfig
 from feddmr_jax.federated.algorithm import FedState, RoundStats
-from feddmr_jax.federated.rounds import plan_round
+from feddmr_jax.federated.rounds import iter_round, plan_round
 from feddmr_jax.federated.sampling import sample_clients
 from feddmr_jax.train import Experiment
 
@@ -180,7 +180,14 @@ def replace(cfg: RunConfig, **sections: dict[str, Any]) -> RunConfig:
 # ---------------------------------------------------------------- timing
 
 class RoundTiming(NamedTuple):
-    """Seconds of one round: host planning (negatives, packing) and training + aggregation."""
+    """Seconds of one round, in two parts that add up to its wall time.
+
+    Eager rounds (``timed_round(lazy=False)``): ``plan_s`` packs every chunk
+    first, ``train_s`` then trains and aggregates. Lazy rounds (as ``train``
+    runs them): ``plan_s`` is the host's packing time spent *inside* the
+    round (chunks packed while the device trains earlier ones) and ``train_s``
+    the rest of the round's wall time (dispatch, waiting for the device).
+    """
 
     plan_s: float
     train_s: float
@@ -191,31 +198,58 @@ class RoundTiming(NamedTuple):
         return self.plan_s + self.train_s
 
 
+class TimedIterator:
+    """Wraps an iterator and sums the seconds spent producing its items (``seconds``)."""
+
+    def __init__(self, items):
+        self._items, self.seconds = iter(items), 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        t = time.perf_counter()
+        try:
+            return next(self._items)
+        finally:
+            self.seconds += time.perf_counter() - t
+
+
 def participants_of(exp: Experiment, round_index: int) -> np.ndarray:
     return sample_clients(exp.keys["sample"], round_index, exp.split.num_users,
                           exp.clients_per_round)
 
 
 def timed_round(exp: Experiment, state: FedState, round_index: int,
-                participants: np.ndarray | None = None) -> tuple[FedState, RoundTiming]:
-    """One round as :func:`feddmr_jax.train.run_round` runs it, timed in two parts.
+                participants: np.ndarray | None = None, *,
+                lazy: bool = True) -> tuple[FedState, RoundTiming]:
+    """One round, timed (see :class:`RoundTiming`).
 
     Args:
       exp: the experiment.
       state: the state (donated).
       round_index: the round (seeds sampling, negatives and client keys).
       participants: train these clients instead of the round's sample.
+      lazy: pack chunks lazily as :func:`feddmr_jax.train.run_round` does
+        (``iter_round``: host packing overlaps the device's training), or the
+        whole plan first (``plan_round``; training then timed alone, e.g. for
+        FLOP rates).
     """
     if participants is None:
         participants = participants_of(exp, round_index)
+    key = jax.random.fold_in(exp.keys["train"], round_index)
     t0 = time.perf_counter()
+    if lazy:
+        chunks = TimedIterator(iter_round(exp.planner, participants, round_index))
+        state, stats = exp.algorithm.apply(state, chunks, key)
+        jax.block_until_ready((state.shared, state.private_store))
+        wall = time.perf_counter() - t0
+        return state, RoundTiming(chunks.seconds, wall - chunks.seconds, stats)
     chunks = plan_round(exp.planner, participants, round_index)
     t1 = time.perf_counter()
-    state, stats = exp.algorithm.apply(state, chunks,
-                                       jax.random.fold_in(exp.keys["train"], round_index))
+    state, stats = exp.algorithm.apply(state, chunks, key)
     jax.block_until_ready((state.shared, state.private_store))
-    t2 = time.perf_counter()
-    return state, RoundTiming(t1 - t0, t2 - t1, stats)
+    return state, RoundTiming(t1 - t0, time.perf_counter() - t1, stats)
 
 
 def median(values: Sequence[float]) -> float:

@@ -196,7 +196,8 @@ def bench_model(cfg, args: argparse.Namespace) -> dict:
     state = exp.algorithm.init(exp.keys["init"])
     train_s = []
     for r in range(1, args.warmup + args.rounds + 1):
-        state, timing = _common.timed_round(exp, state, r, participants=fixed)
+        # planned first: train_s is the compiled programs' time alone (FLOP rates)
+        state, timing = _common.timed_round(exp, state, r, participants=fixed, lazy=False)
         if r > args.warmup:
             train_s.append(timing.train_s)
     participants = fixed if fixed is not None else _common.participants_of(exp, 1)

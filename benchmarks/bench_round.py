@@ -16,11 +16,13 @@ For each named model config, two experiments are built from the same config:
 
 Each side runs ``--warmup`` rounds (compilation; their seconds are reported as
 ``first_round_s`` and ``compile_s``), then ``--rounds`` timed rounds; the figure
-is the median. A round is host planning (training negatives, packing) plus
-training and aggregation; both are reported. ``--loop-clients K`` times the loop
-on about K of the round's participants, taken evenly from every shape class,
-and scales its training time by the ratio of padded example slots (stated in
-the output as ``loop_scale``).
+is the median. A round runs as ``train`` runs it: each chunk is packed (its
+training negatives drawn) when the round reaches it, while the device trains the
+chunks before it; ``plan_s`` is the host's packing time inside the round and
+``train_s`` the rest of its wall time (``_common.RoundTiming``). ``--loop-clients
+K`` times the loop on about K of the round's participants, taken evenly from
+every shape class, planned first, and scales its training time by the ratio of
+padded example slots (stated in the output as ``loop_scale``).
 
 Default: ml-100k (``--data-dir``, ``$FEDDMR_DATA_DIR`` or ``../shared/data``),
 all 943 clients per round, 1 local epoch, 4 negatives, pair attention
@@ -53,7 +55,7 @@ from _common import RoundTiming, median, rounded  # noqa: E402
 from feddmr_jax import config as config_lib  # noqa: E402
 from feddmr_jax.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from feddmr_jax.federated.parallel import ChunkData  # noqa: E402
-from feddmr_jax.federated.rounds import plan_round  # noqa: E402
+from feddmr_jax.federated.rounds import iter_round, plan_round  # noqa: E402
 from feddmr_jax.methods import get_method  # noqa: E402
 from feddmr_jax.timing import CompileWatch, enable_compilation_cache  # noqa: E402
 from feddmr_jax.train import Experiment, build_experiment  # noqa: E402
@@ -127,7 +129,18 @@ def run_side(exp: Experiment, *, warmup: int, rounds: int, loop: bool,
         if r == warmup + 1:
             compile_s, compiles = watch.seconds, watch.compiles
             watch.reset()
-        if loop:
+        if loop and loop_clients is None:   # every client, packed lazily like the engine
+            participants = fixed if fixed is not None else _common.participants_of(exp, r)
+            chunks = _common.TimedIterator(loop_chunks([c], None)[0][0]
+                                           for c in iter_round(exp.planner, participants, r))
+            t0 = time.perf_counter()
+            state, stats = exp.algorithm.apply(state, chunks,
+                                               jax.random.fold_in(exp.keys["train"], r))
+            jax.block_until_ready((state.shared, state.private_store))
+            raw_train_s = time.perf_counter() - t0 - chunks.seconds
+            timing = RoundTiming(chunks.seconds, raw_train_s, stats)
+            kept = len(participants)
+        elif loop:                           # a sample of clients: planned first, then scaled
             participants = fixed if fixed is not None else _common.participants_of(exp, r)
             t0 = time.perf_counter()
             chunks = plan_round(exp.planner, participants, r)
