@@ -164,11 +164,14 @@ def test_sparse_equals_dense():
     ("fedrap", {"weight_decay": 0.0, "lr_args": 1.0}),     # private item table: candidates appended for scoring
     ("fedrap", {"weight_decay": 1e-2, "lr_args": 1.0}),    # row decay: candidates inside the local table
     ("feddmr", {"history_len": 3, "heads": 2}),   # memory rows index the scoring table
+    # weight decay moves rows no example reaches (PFedRec's whole-table SGD): row decay
+    ("pfedrec", {"weight_decay": 1e-2, "lr_eta": 1.0}),
+    ("local", {"weight_decay": 1e-2, "lr_eta": 1.0}),
 ])
 def test_local_mode_sparse_equals_dense_for_other_models(model, model_args):
     """Sparse local evaluation (candidates looked up in the local table, or appended
     after it for scoring) gives the dense mode's stored scores, private store and
-    shared params, for private item tables and models with a memory."""
+    shared params, for private item tables, weight decay and models with a memory."""
     results = []
     for sparse in (True, False):
         raw = {**RAW, "train": {**RAW["train"], "model": model, "sparse": sparse,

@@ -61,6 +61,12 @@ class Method(NamedTuple):
     cpu_compiler_options: Mapping[str, str] = {}
 
 
+def decays_every_row(cfg: Any) -> bool:
+    """A ``row_decay`` for configs with a torch-style ``weight_decay``: when positive,
+    the local SGD moves every table row, used or not (``p -= lr * wd * p``)."""
+    return cfg.weight_decay > 0
+
+
 def no_terms(model: Model) -> dict[str, LossTerm]:
     """No model-specific loss terms (BCE and the ``[train]`` regularizers only)."""
     del model

@@ -103,7 +103,7 @@ import jax.numpy as jnp
 import optax
 
 from feddmr_jax.losses import Batch, LossFn, LossTerm, bce, compose, masked_mean
-from feddmr_jax.methods.base import OWN_OPTIMIZER, Method
+from feddmr_jax.methods.base import OWN_OPTIMIZER, Method, decays_every_row
 from feddmr_jax.models.base import ApplyFn, Leaves, Model, ModelParams
 from feddmr_jax.models.fedrap import FedRAPConfig, build_fedrap
 
@@ -202,11 +202,6 @@ def loss_terms(model: Model) -> dict[str, LossTerm]:
     """The registry's ``loss_terms``: distance and sparsity with the [model] weights."""
     cfg: FedRAPConfig = model.config
     return {"distance": fedrap_distance(cfg.lam), "sparsity": fedrap_sparsity(cfg.mu)}
-
-
-def decays_every_row(cfg: FedRAPConfig) -> bool:
-    """The registry's ``row_decay``: torch-style weight decay moves every table row."""
-    return cfg.weight_decay > 0
 
 
 def round_optimizer(cfg: FedRAPConfig, round_index: Array) -> optax.GradientTransformation:

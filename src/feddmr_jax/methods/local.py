@@ -31,7 +31,7 @@ from __future__ import annotations
 from feddmr_jax.federated.client import LocalStep
 from feddmr_jax.losses import LossTerm
 from feddmr_jax.methods import pfedrec
-from feddmr_jax.methods.base import Method, no_terms
+from feddmr_jax.methods.base import Method, decays_every_row, no_terms
 from feddmr_jax.methods.pfedrec import HEAD, ITEMS, pfedrec_item_lr, pfedrec_local_step
 from feddmr_jax.models.base import Leaves, Model, ModelParams
 from feddmr_jax.models.local import LocalConfig, build_local
@@ -93,4 +93,4 @@ def local_step(model: Model, num_items: int, regularizers: dict[str, LossTerm]) 
 METHOD = Method("local", LocalConfig, build_local, no_terms, local_step=local_step,
                 eval_mode="global",
                 train_defaults=pfedrec.METHOD.train_defaults,
-                unused_train=pfedrec.METHOD.unused_train)
+                unused_train=pfedrec.METHOD.unused_train, row_decay=decays_every_row)

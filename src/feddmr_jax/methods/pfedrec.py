@@ -50,6 +50,11 @@ federated/private_store.py), which the evaluator uses instead of the global
 rows. A candidate row the client did not train on holds the global row it
 received in its last round, as in the reference's stored client state.
 
+Weight decay (``weight_decay > 0``, reference default 0): torch's SGD decays every
+row of the item table, trained or not, and the whole table is uploaded; the
+engine does the same (``row_decay``: dense mode uploads every row, sparse mode
+measures the decay on a probe row, federated/parallel.py).
+
 Not reproduced: the shared initial head (the engine initializes each client
 from its own key), the uploaded-but-unused head bias, and ``BCELoss``'s clamp
 of ``log`` at -100 (we use the exact BCE on logits).
@@ -61,7 +66,7 @@ import jax
 
 from feddmr_jax.federated.client import LocalStep
 from feddmr_jax.losses import Batch, LossTerm, bce, compose
-from feddmr_jax.methods.base import OWN_OPTIMIZER, Method, no_terms
+from feddmr_jax.methods.base import OWN_OPTIMIZER, Method, decays_every_row, no_terms
 from feddmr_jax.models.base import ApplyFn, Leaves, Model, ModelParams
 from feddmr_jax.models.pfedrec import PFedRecConfig, build_pfedrec
 
@@ -158,4 +163,4 @@ METHOD = Method("pfedrec", PFedRecConfig, build_pfedrec, no_terms, local_step=lo
                                 # the chunking): 1.2x per ml-100k round against 64
                                 # (benchmarks/RESULTS.md, session 6)
                                 "chunk_size": 128},
-                unused_train=OWN_OPTIMIZER)
+                unused_train=OWN_OPTIMIZER, row_decay=decays_every_row)
