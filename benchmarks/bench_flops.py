@@ -140,7 +140,7 @@ def round_flops(exp: Experiment, participants: np.ndarray, round_index: int,
             acc = init_accumulator(state.shared)
             args = (state.shared, state.private_store, acc, chunk, key)
             lowered = step.lower(*args)
-            closed = jax.make_jaxpr(step)(*args)
+            closed = step.trace(*args).jaxpr   # top-level: the step carries compiler options
             entry = {"chunks": 0}
             for a in analyses:
                 compiled = a == "compiled"
