@@ -43,12 +43,13 @@ f65423f; files ``mlp.py``, ``engine.py``, ``train.py``, ``data.py``):
 In the engine (registry entry ``pfedrec``): the local step is
 :func:`pfedrec_local_step`, the reference's ``[train]`` values are the
 defaults (``mu = 0``, ``table_mean = "participants"``, batch 256, 1 epoch, 4
-negatives), and evaluation is *local*: each client's local table also holds
-the rows of its validation and test candidates, and after local training those
-rows are written to its private store (``[U, Cv + Ct, d]``, not ``[U, I, d]``;
-federated/private_store.py), which the evaluator uses instead of the global
-rows. A candidate row the client did not train on holds the global row it
-received in its last round, as in the reference's stored client state.
+negatives), and evaluation is *local*: right after local training each client
+scores its validation and test candidates with its trained head and item rows,
+and the logits go to its private store (``[U, Cv + Ct]``, not a ``[U, I, d]``
+table; federated/private_store.py), which the evaluator uses. A candidate row
+the client did not train on is the global row it received in that round (the
+candidates stay out of the local table the item step updates:
+federated/parallel.py, ``local_view``), as in the reference's stored client state.
 
 Weight decay (``weight_decay > 0``, reference default 0): torch's SGD decays every
 row of the item table, trained or not, and the whole table is uploaded; the
