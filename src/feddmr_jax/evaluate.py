@@ -11,7 +11,7 @@ one padded and masked), so one compiled scorer serves every round.
 Models with private item tables (FedRAP's item personality ``[U, I, d]``) read
 the store by rows (federated/private_store.py): each user scores on a local
 table holding only the rows of its candidates and memory
-(:func:`~feddmr_jax.federated.parallel.localize`), so no ``[I, d]`` table is
+(:func:`~feddmr_jax.federated.local_table.localize`), so no ``[I, d]`` table is
 copied per user.
 
 That is the ``global`` evaluation mode. In ``local`` mode (``train.eval_mode``;
@@ -31,7 +31,7 @@ import numpy as np
 
 from feddmr_jax.data.types import EvalSet
 from feddmr_jax.errors import ConfigError, FeddmrError
-from feddmr_jax.federated.parallel import local_rows, localize
+from feddmr_jax.federated.local_table import local_rows, localize
 from feddmr_jax.federated.private_store import gather_clients, split_scores
 from feddmr_jax.metrics import mean_metrics, ranking_metrics
 from feddmr_jax.models.base import Context, Leaves, Model, ModelParams
