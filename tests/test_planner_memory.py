@@ -9,7 +9,7 @@ import pytest
 
 from feddmr_jax.data import (TrainCSR, draw_train_negatives, generate_synthetic,
                              recent_history, split_interactions, train_csr, train_exclusions)
-from feddmr_jax.data import negatives
+from feddmr_jax.data import train_negatives
 from feddmr_jax.errors import DataError
 from feddmr_jax.federated import rounds
 from feddmr_jax.federated.rounds import build_planner, iter_round, plan_round
@@ -109,11 +109,12 @@ def test_allowed_items_listed_densely_equal_the_search(split, mode):
                        (exclude, np.arange(split.num_users)), (dup, np.array([2, 0, 1]))):
         entry_user = rng.integers(0, len(users), 3000)
         bits = rng.integers(0, np.iinfo(np.uint64).max, 3000, dtype=np.uint64, endpoint=True)
-        listed, allowed = negatives._nth_allowed(csr, users, entry_user, bits, dense=True)
-        searched, allowed_s = negatives._nth_allowed(csr, users, entry_user, bits, dense=False)
+        nth = train_negatives._nth_allowed
+        listed, allowed = nth(csr, users, entry_user, bits, dense=True)
+        searched, allowed_s = nth(csr, users, entry_user, bits, dense=False)
         assert np.array_equal(listed, searched) and np.array_equal(allowed, allowed_s)
         assert len(np.unique(listed)) > 5                    # not a constant
-    assert len(users) * 10 <= negatives.DENSE_ALLOWED_CELLS   # the default lists these densely
+    assert len(users) * 10 <= train_negatives.DENSE_ALLOWED_CELLS   # listed densely by default
 
 
 def test_iter_round_draws_and_gathers_per_chunk(split, monkeypatch):

@@ -2,15 +2,15 @@
 
 Steps, each its own module:
 ``datasets.load_dataset`` (with ``formats``, ``readers``, ``tidy``, ``fetch``,
-``synthetic``) -> ``splits.split_interactions`` -> ``negatives`` (evaluation and
-training negatives) -> ``packing`` (padded arrays with masks); ``stats`` sums up.
+``synthetic``) -> ``splits.split_interactions`` -> ``negatives`` (evaluation) and
+``train_negatives`` -> ``packing`` (padded arrays with masks); ``stats`` sums up.
 """
 
 from feddmr_jax.data.datasets import LOADERS, load_dataset
 from feddmr_jax.data.fetch import REMOTES, Remote, fetch_dataset
-from feddmr_jax.data.negatives import (build_eval_sets, draw_train_negatives,
-                                       sample_eval_negatives, sample_train_negatives,
-                                       train_exclusions)
+from feddmr_jax.data.negatives import build_eval_sets, sample_eval_negatives
+from feddmr_jax.data.train_negatives import (draw_train_negatives, sample_train_negatives,
+                                             train_exclusions)
 from feddmr_jax.data.packing import bucket_clients, pad_ragged, recent_history
 from feddmr_jax.data.splits import positives_csr, split_interactions, train_csr
 from feddmr_jax.data.stats import dataset_stats

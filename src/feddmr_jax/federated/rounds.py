@@ -15,7 +15,7 @@ nothing is compiled again.
 
 Chunks are packed lazily (:func:`iter_round`): each one draws its own
 clients' training negatives (a counter-based draw,
-:func:`~feddmr_jax.data.negatives.draw_train_negatives`) and gathers their
+:func:`~feddmr_jax.data.train_negatives.draw_train_negatives`) and gathers their
 memories from the CSR, so host memory is bounded by the chunk, not by the
 number of participants. A client's row is laid out the same way whatever chunk
 it lands in (its positives, then its negatives, then padding), so its result
@@ -30,7 +30,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from feddmr_jax.data.negatives import draw_train_negatives
+from feddmr_jax.data.train_negatives import draw_train_negatives
 from feddmr_jax.data.packing import pad_ragged, recent_history
 from feddmr_jax.data.types import TrainCSR
 from feddmr_jax.federated.parallel import ChunkData
