@@ -16,7 +16,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import numpy as np
@@ -24,6 +24,7 @@ import numpy as np
 from feddmr_jax import config as config_lib
 from feddmr_jax.config import RunConfig
 from feddmr_jax.federated.algorithm import FedState, RoundStats
+from feddmr_jax.federated.parallel import ChunkData
 from feddmr_jax.federated.rounds import iter_round, plan_round
 from feddmr_jax.federated.sampling import sample_clients
 from feddmr_jax.train import Experiment
@@ -221,8 +222,9 @@ def participants_of(exp: Experiment, round_index: int) -> np.ndarray:
 
 
 def timed_round(exp: Experiment, state: FedState, round_index: int,
-                participants: np.ndarray | None = None, *,
-                lazy: bool = True) -> tuple[FedState, RoundTiming]:
+                participants: np.ndarray | None = None, *, lazy: bool = True,
+                per_chunk: Callable[[ChunkData], ChunkData] | None = None
+                ) -> tuple[FedState, RoundTiming]:
     """One round, timed (see :class:`RoundTiming`).
 
     Args:
@@ -234,18 +236,23 @@ def timed_round(exp: Experiment, state: FedState, round_index: int,
         (``iter_round``: host packing overlaps the device's training), or the
         whole plan first (``plan_round``; training then timed alone, e.g. for
         FLOP rates).
+      per_chunk: applied to each packed chunk before training (counted as
+        packing), e.g. dropping padding clients for the per-client loop.
     """
     if participants is None:
         participants = participants_of(exp, round_index)
     key = jax.random.fold_in(exp.keys["train"], round_index)
     t0 = time.perf_counter()
     if lazy:
-        chunks = TimedIterator(iter_round(exp.planner, participants, round_index))
+        packed = iter_round(exp.planner, participants, round_index)
+        chunks = TimedIterator(packed if per_chunk is None else map(per_chunk, packed))
         state, stats = exp.algorithm.apply(state, chunks, key)
         jax.block_until_ready((state.shared, state.private_store))
         wall = time.perf_counter() - t0
         return state, RoundTiming(chunks.seconds, wall - chunks.seconds, stats)
     chunks = plan_round(exp.planner, participants, round_index)
+    if per_chunk is not None:
+        chunks = [per_chunk(c) for c in chunks]
     t1 = time.perf_counter()
     state, stats = exp.algorithm.apply(state, chunks, key)
     jax.block_until_ready((state.shared, state.private_store))

@@ -55,7 +55,7 @@ from _common import RoundTiming, median, rounded  # noqa: E402
 from feddmr_jax import config as config_lib  # noqa: E402
 from feddmr_jax.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from feddmr_jax.federated.parallel import ChunkData  # noqa: E402
-from feddmr_jax.federated.rounds import iter_round, plan_round  # noqa: E402
+from feddmr_jax.federated.rounds import plan_round  # noqa: E402
 from feddmr_jax.methods import get_method  # noqa: E402
 from feddmr_jax.timing import CompileWatch, enable_compilation_cache  # noqa: E402
 from feddmr_jax.train import Experiment, build_experiment  # noqa: E402
@@ -86,6 +86,11 @@ def _rows(chunk: ChunkData, keep: np.ndarray) -> ChunkData:
     return jax.tree.map(lambda x: x[keep], chunk)
 
 
+def real_clients(chunk: ChunkData) -> ChunkData:
+    """The chunk without its padding clients (a per-client loop has none)."""
+    return _rows(chunk, np.flatnonzero(chunk.client_mask))
+
+
 def loop_chunks(chunks: list[ChunkData], budget: int | None) -> tuple[list[ChunkData], float]:
     """The real clients of ``chunks`` (padding removed), optionally about ``budget`` of them.
 
@@ -93,7 +98,7 @@ def loop_chunks(chunks: list[ChunkData], budget: int | None) -> tuple[list[Chunk
       ``(chunks, scale)``: the kept clients, and (total padded example slots of
       all real clients) / (slots of the kept ones), 1.0 when all are kept.
     """
-    real = [_rows(c, np.flatnonzero(c.client_mask)) for c in chunks]
+    real = [real_clients(c) for c in chunks]
     total = sum(len(c.client_ids) for c in real)
     if budget is None or budget >= total:
         return real, 1.0
@@ -130,16 +135,10 @@ def run_side(exp: Experiment, *, warmup: int, rounds: int, loop: bool,
             compile_s, compiles = watch.seconds, watch.compiles
             watch.reset()
         if loop and loop_clients is None:   # every client, packed lazily like the engine
-            participants = fixed if fixed is not None else _common.participants_of(exp, r)
-            chunks = _common.TimedIterator(loop_chunks([c], None)[0][0]
-                                           for c in iter_round(exp.planner, participants, r))
-            t0 = time.perf_counter()
-            state, stats = exp.algorithm.apply(state, chunks,
-                                               jax.random.fold_in(exp.keys["train"], r))
-            jax.block_until_ready((state.shared, state.private_store))
-            raw_train_s = time.perf_counter() - t0 - chunks.seconds
-            timing = RoundTiming(chunks.seconds, raw_train_s, stats)
-            kept = len(participants)
+            state, timing = _common.timed_round(exp, state, r, participants=fixed,
+                                                per_chunk=real_clients)
+            raw_train_s = timing.train_s
+            kept = len(fixed) if fixed is not None else exp.clients_per_round
         elif loop:                           # a sample of clients: planned first, then scaled
             participants = fixed if fixed is not None else _common.participants_of(exp, r)
             t0 = time.perf_counter()
