@@ -39,7 +39,10 @@ def test_create_sorts_keys_into_sections_and_applies_method_defaults():
     ({"model": "fedmf", "heads": 2}, r"unknown key 'heads' for model 'fedmf'"),
     ({"rounds": 0}, r"train.rounds must be positive"),
     ({"dim": "8"}, r"model.dim must be an integer"),
-    ({"sections": {"modle": {}}}, r"unknown section 'modle'"),
+    ({"sections": {"modle": {}}}, r"unknown section 'modle'; did you mean 'model'\?"),
+    ({"embeding_lr": 0.1}, r"unknown key 'embeding_lr' for model 'feddmr'; did you mean "
+                           r"'embedding_lr'\?"),
+    ({"model": "fedrap", "lr_arg": 1.0}, r"did you mean 'lr_args'\?"),
     ({"model": "nope"}, r"unknown model 'nope'"),
 ])
 def test_create_errors_name_the_key_and_its_section(kwargs, message):

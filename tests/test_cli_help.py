@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -128,6 +130,8 @@ def test_choices_agree_with_validation():
             extra = {}
             if key == "dp_accountant":          # DP options need DP on
                 extra = {"dp_clip": 1.0, "table_mean": "participants"}
+            if key.endswith("lr_schedule"):     # cosine and warmup kinds need their lengths
+                extra = {"schedule_rounds": 10, "schedule_warmup_rounds": 2}
             cfg = build(choice)
             if extra:
                 cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **extra))
@@ -142,3 +146,31 @@ def test_every_field_has_a_help_comment():
         comments = cli_flags.field_comments(cls)
         missing = [f.name for f in dataclasses.fields(cls) if not comments.get(f.name)]
         assert not missing, (cls.__name__, missing)
+
+
+_NO_ENGINE = """
+import sys
+from feddmr_jax import cli
+for argv in (["--help"], ["train", "--help"], ["train", "--round", "3"],
+             ["train", "--rounds", "two"], ["train", "--model", "nope"], [],
+             ["train", "--embedding-lr", "nan"], ["train", "--heads", "5"]):
+    try:
+        rc = cli.main(argv)
+    except SystemExit as e:            # --help
+        rc = e.code
+    print("rc", argv, rc, file=sys.stderr)
+cli.build_parser().parse_args(["train", "--model", "fedrap", "--model-mu", "0.2", "--dim", "8"])
+engine = ("jax", "jaxlib", "flax", "optax", "orbax")
+print(sorted(m for m in sys.modules if m.split(".")[0] in engine)[:5])
+"""
+
+
+def test_help_and_argument_errors_do_not_import_jax():
+    """``feddmr --help`` and usage errors answer without loading the engine (issue 27)."""
+    result = subprocess.run([sys.executable, "-c", _NO_ENGINE], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("rc ") == 8 and "Traceback" not in result.stderr, result.stderr
+    assert "rc ['train', '--rounds', 'two'] 2" in result.stderr
+    assert "train.embedding_lr must be finite, got nan" in result.stderr      # config errors too
+    assert result.stdout.strip().splitlines()[-1] == "[]"       # no engine module loaded

@@ -107,6 +107,24 @@ def test_bad_config_files_are_one_line_exit_2(content, message, tmp_path, capsys
     assert message in err and str(path) in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("content, message", [
+    ("[train]\nroundz = 3\n", "unknown key train.roundz; did you mean train.rounds? (known: "),
+    ("[train]\nembeding_lr = 0.1\n", "did you mean train.embedding_lr?"),
+    ("[model]\nhistory = 4\n", "did you mean model.history_len?"),
+    ("[trian]\nrounds = 3\n", "unknown section [trian]; did you mean [train]?"),
+])
+def test_unknown_toml_keys_and_sections_suggest_the_near_name(content, message, tmp_path,
+                                                              capsys):
+    path = tmp_path / "typo.toml"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        load_config_file(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    rc = cli.main(["train", "--config", str(path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and message in err
+
+
 def test_unreadable_config_file(tmp_path, capsys):
     """A path that cannot be read as a file (here: a folder) is a one-line error."""
     folder = tmp_path / "conf.toml"

@@ -157,3 +157,50 @@ def test_unknown_select_metric_in_a_config_file_stops_before_training(tmp_path, 
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert "train.select_metric" in err and "hr@20" in err
     assert not (out / "metrics.jsonl").exists()
+
+
+def _float_fields() -> list[tuple[str, str, str]]:
+    """``(model, section, field)`` of every float field of every config class, found
+    by introspection (a new float field is covered without touching this list)."""
+    from feddmr_jax.config import DataConfig, TrainConfig
+    from feddmr_jax.methods import MODEL_CONFIGS
+
+    def floats(cls):
+        return [f.name for f in dataclasses.fields(cls) if "float" in str(f.type)]
+
+    out = [("feddmr", "data", name) for name in floats(DataConfig)]
+    out += [("feddmr", "train", name) for name in floats(TrainConfig)]
+    out += [(model, "model", name) for model, cls in MODEL_CONFIGS.items()
+            for name in floats(cls)]
+    return out
+
+
+FLOAT_FIELDS = _float_fields()
+
+
+def test_the_float_field_table_is_not_empty():
+    names = {f"{section}.{name}" for _, section, name in FLOAT_FIELDS}
+    assert {"train.embedding_lr", "train.max_private_gb", "data.synthetic_interactions",
+            "model.lr_args"} <= names
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("model, section, name", FLOAT_FIELDS,
+                         ids=[f"{m}-{s}.{n}" for m, s, n in FLOAT_FIELDS])
+def test_every_float_field_must_be_finite(model, section, name, bad):
+    cfg = _config(model, section, {name: bad})
+    with pytest.raises(ConfigError) as info:
+        cfg.validate()
+    assert str(info.value) == f"{section}.{name} must be finite, got {bad}"
+
+
+def test_nan_flag_stops_the_cli_before_training(tmp_path, capsys):
+    """The issue's reproduction: ``--embedding-lr nan`` trained and reported loss 0."""
+    out = tmp_path / "out"
+    rc = cli.main(["train", "--dataset", "synthetic", "--synthetic-users", "12",
+                   "--synthetic-items", "40", "--eval-negatives", "5", "--model", "fedmf",
+                   "--rounds", "2", "--embedding-lr", "nan", "--out", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert rc == 2 and captured.out == ""
+    assert captured.err == "feddmr: error: train.embedding_lr must be finite, got nan\n"
+    assert not out.exists()

@@ -106,9 +106,10 @@ def test_cli_errors_without_files(argv, pattern, capsys):
 
 
 def test_named_dataset_missing_offline(tmp_path):
+    """No data folder given (the cache is searched) and FEDDMR_OFFLINE=1."""
     with pytest.raises(DataError, match=r"ml-100k: u\.data not found .*downloads are disabled; "
                                         r"pass a local folder with --data-dir DIR or FEDDMR_DATA_DIR"):
-        load_dataset("ml-100k", tmp_path)
+        load_dataset("ml-100k")
 
 
 def test_unknown_dataset_lists_known():

@@ -108,19 +108,51 @@ def online_cache(tmp_path, monkeypatch):
 
 def test_load_dataset_fetches_into_cache(fake, server, tmp_path, online_cache):
     with pytest.raises(DataError, match="downloads are disabled"):
-        load_dataset("ml-100k", tmp_path / "empty", download=False, remotes=fake)
+        load_dataset("ml-100k", download=False, remotes=fake)
     assert server.requests == 0
-    inter = load_dataset("ml-100k", tmp_path / "empty", remotes=fake)
+    inter = load_dataset("ml-100k", remotes=fake)
     assert (inter.num_users, inter.num_items, len(inter.table)) == (4, 5, 20)
-    load_dataset("ml-100k", tmp_path / "empty", remotes=fake)
+    load_dataset("ml-100k", remotes=fake)
     assert server.requests == 1 and _leftovers(online_cache) == ["ml-100k"]
+
+
+@pytest.mark.parametrize("how", ["argument", "env", "cli"])
+def test_a_data_dir_is_never_downloaded_into(how, fake, server, tmp_path, online_cache,
+                                             monkeypatch, capsys):
+    """With --data-dir (or FEDDMR_DATA_DIR) a missing file is a one-line error listing
+    the paths looked at; nothing is downloaded (issue 26: it tried the network)."""
+    def no_download(*args, **kwargs):
+        pytest.fail("a download was attempted although a data folder was given")
+
+    monkeypatch.setattr(fetch_lib, "fetch_dataset", no_download)
+    monkeypatch.setattr(fetch_lib, "_download", no_download)
+    monkeypatch.setitem(fetch_lib.REMOTES, "ml-100k", fake["ml-100k"])
+    empty = tmp_path / "empty"
+    if how == "cli":
+        assert main(["data", "stats", "--dataset", "ml-100k", "--data-dir", str(empty)]) == 2
+        message = capsys.readouterr().err.strip()
+        assert len(message.splitlines()) == 1 and "Traceback" not in message
+        message = message.removeprefix("feddmr: error: ")
+    else:
+        if how == "env":
+            monkeypatch.setenv("FEDDMR_DATA_DIR", str(empty))
+        with pytest.raises(DataError) as info:
+            load_dataset("ml-100k", empty if how == "argument" else None)
+        message = str(info.value)
+    origin = "FEDDMR_DATA_DIR" if how == "env" else "--data-dir"
+    assert message.startswith(f"ml-100k: u.data not found (looked in {empty}/ml-100k/u.data, "
+                              f"{empty}/u.data, ")
+    assert "expected layout: DIR/ml-100k/u.data" in message
+    assert (f"nothing is downloaded when a data folder is given ({empty}, from {origin})"
+            in message and "\n" not in message)
+    assert server.requests == 0 and _leftovers(online_cache) == []
 
 
 def test_content_check_failure_leaves_nothing(fake, tmp_path, online_cache):
     wrong = {"ml-100k": Remote(**{**fake["ml-100k"].__dict__, "expected": (20, 4, 6)})}
     with pytest.raises(DataError, match=r"content check failed .*expected 20 rows, 4 users, "
                                         r"6 items; found 20, 4, 5"):
-        load_dataset("ml-100k", tmp_path / "empty", remotes=wrong)
+        load_dataset("ml-100k", remotes=wrong)
     assert _leftovers(online_cache) == []
 
 
@@ -173,7 +205,7 @@ def test_cli_download_failures_are_one_line(fake, server, tmp_path, online_cache
         server.files["ml-100k.zip"] = server.files["ml-100k.zip"][:40]
         remote = Remote(**{**remote.__dict__, "md5": None})
     monkeypatch.setitem(fetch_lib.REMOTES, "ml-100k", remote)
-    code = main(["data", "stats", "--dataset", "ml-100k", "--data-dir", str(tmp_path / "empty")])
+    code = main(["data", "stats", "--dataset", "ml-100k"])
     out, err = capsys.readouterr()
     assert code == 2 and out == "" and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1

@@ -51,7 +51,8 @@ def test_crowded_users_use_exact_fallback():
     split = split_interactions(build_interactions("crowded", u, i, None, t))
     val, test = sample_eval_negatives(split, 5, seed=0)
     assert sorted(set(val[0]) | set(test[0])) == list(range(200, 210))
-    with pytest.raises(DataError, match="has only 10 non-positive items of 210, fewer than the 12"):
+    with pytest.raises(DataError, match=r"^user 0 has only 10 non-positive items of 210, "
+                                        "fewer than the 12"):   # the original id, plain
         sample_eval_negatives(split, 6, seed=0)
 
 

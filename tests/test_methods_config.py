@@ -36,6 +36,21 @@ def test_registry_entry_is_consistent(name):
     assert all(t.shape[0] == 7 for t in shared.tables.values())
 
 
+def test_the_registry_and_the_engine_free_specs_agree():
+    """methods.METHODS and method_configs.SPECS (what the CLI and config.py read
+    without JAX): the same names in the same order, configs, defaults, unused keys."""
+    from feddmr_jax import losses
+    from feddmr_jax.method_configs import SPECS
+
+    assert list(SPECS) == list(METHODS)
+    for name, spec in SPECS.items():
+        method = METHODS[name]
+        assert (spec.name, spec.config) == (method.name, method.config)
+        assert dict(spec.train_defaults) == dict(method.train_defaults)
+        assert spec.unused_train == method.unused_train
+    assert config_lib.PROX_SCOPES == losses.PROX_SCOPES
+
+
 def test_the_recipes_that_differ():
     assert get_method("pfedrec").local_step is not None
     assert get_method("pfedrec").eval_mode == "local"

@@ -71,3 +71,57 @@ def test_the_planner_gets_the_configured_exclusions(mode, parts):
         "train": {"model": "fedmf", "rounds": 1}, "model": {"dim": 4}})
     exp = build_experiment(cfg)
     assert exp.planner.exclude.indptr[-1] == sum(len(getattr(exp.split, p)) for p in parts)
+
+
+def _every_item_csv(tmp_path):
+    """alice has interacted with all 6 items; bob, carol and dave with 3 each."""
+    rows = [f"alice,i{i},5,{i}" for i in range(6)]
+    rows += [f"{u},i{i},4,{10 + i}" for u in ("bob", "carol", "dave") for i in range(3)]
+    path = tmp_path / "every_item.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_reference_exclusions_refuse_a_user_with_every_item(tmp_path):
+    """No item is left for alice's training negatives: an error naming her, at build time
+    (issue 26: it raised only in the first round that sampled her, naming id 0)."""
+    from feddmr_jax.data import load_dataset
+
+    split = split_interactions(load_dataset("csv", path=_every_item_csv(tmp_path)), "ratio")
+    with pytest.raises(DataError) as info:
+        train_exclusions(split, "reference")
+    message = str(info.value)
+    assert message.startswith("user 'alice' has interacted with all 6 of the 6 items")
+    assert "data.train_negatives = 'reference'" in message and "1 such user" in message
+    assert "\n" not in message
+    strict = train_exclusions(split, "strict")      # her held-out items stay drawable
+    assert strict.lengths[0] == len(split.train[split.train.user == 0])
+
+
+def test_strict_exclusions_refuse_a_user_whose_training_has_every_item(tmp_path):
+    """The same check for strict: a split whose train part holds the whole catalogue."""
+    import dataclasses
+
+    import pandas as pd
+
+    from feddmr_jax.data import load_dataset
+
+    split = split_interactions(load_dataset("csv", path=_every_item_csv(tmp_path)), "ratio")
+    everything = dataclasses.replace(split, train=pd.concat(
+        [split.train, split.val[split.val.user == 0], split.test[split.test.user == 0]]))
+    with pytest.raises(DataError, match=r"^user 'alice' has interacted with all 6 of the 6 "
+                                        r"items .*data.train_negatives = 'strict'"):
+        train_exclusions(everything, "strict")
+
+
+def test_build_experiment_refuses_it_before_the_first_round(tmp_path, capsys):
+    path = _every_item_csv(tmp_path)
+    argv = ["train", "--dataset", "csv", "--data-path", str(path), "--split", "ratio",
+            "--train-negatives", "reference", "--model", "fedmf", "--dim", "4",
+            "--rounds", "1", "--quiet", "--out", str(tmp_path / "out")]
+    from feddmr_jax import cli
+
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "user 'alice'" in err, err
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()

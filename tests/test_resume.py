@@ -100,3 +100,34 @@ def test_finished_run_extended_equals_uninterrupted(uninterrupted, tmp_path, cap
     _assert_same_run(full_out, cfg, out)
     assert load_run_config(out) == cfg
     assert json.loads((out / "summary.json").read_text())["rounds_run"] == ROUNDS
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``folder``: its bytes and mtime (ns)."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("patience", [None, 1])
+def test_resuming_a_finished_run_changes_nothing(tmp_path, capsys, caplog, patience):
+    """A finished run (all rounds, or stopped early) resumed: one line, exit 0, and
+    every file's bytes and mtime unchanged (issue 26: summary.json was rewritten)."""
+    # With patience 1 this run's validation AUC drops in round 2: it stops early there.
+    cfg = tiny_config(rounds=3, checkpoint_every=3, patience=patience, select_metric="auc")
+    out = tmp_path / "run"
+    first = train(cfg, out, progress=False)
+    assert first["stopped_early"] is (patience is not None)
+    assert first["rounds_run"] == (3 if patience is None else 2)
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(out), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1, captured
+    assert f"the run in {out} is finished" in captured.err and "nothing to train" in captured.err
+    assert cli.main(["train", "--resume", str(out), "--rounds", "3", "--quiet"]) == 0
+    assert _snapshot(out) == before
+    with caplog.at_level("WARNING", logger="feddmr_jax"):
+        again = train(load_run_config(out), out, progress=False, resume=True)
+    assert again == json.loads(before["summary.json"][0])
+    assert "is finished" in caplog.text
+    assert _snapshot(out) == before

@@ -95,11 +95,9 @@ def _run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from feddmr_jax import cli_flags
-    from feddmr_jax.checkpoint import run_dir_state
-    from feddmr_jax.train import Interrupted, load_run_config, train
 
     _check_distributed_args(args)
-    finished_note = None
+    finished = None
     if args.resume:
         given = [flag.flag for flag, _ in cli_flags.given_flags(args)]
         refused = [f for f in given if f != "--rounds"] + ["--config"] * bool(args.config) \
@@ -107,6 +105,9 @@ def _run_train(args: argparse.Namespace) -> int:
         if refused:
             raise FeddmrError("--resume continues with the run's saved config (only --rounds "
                               "may change, to extend it); drop " + ", ".join(refused))
+        from feddmr_jax.checkpoint import run_dir_state
+        from feddmr_jax.run_dir import finished_message, finished_summary, load_run_config
+
         out = Path(args.resume)
         if run_dir_state(out) != "has_run":
             raise FeddmrError(f"cannot resume: {out} holds no run")
@@ -115,13 +116,11 @@ def _run_train(args: argparse.Namespace) -> int:
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train,
                                                                      rounds=args.train__rounds))
             cfg.validate()
-        elif (out / "summary.json").exists() and not args.quiet:
-            done = json.loads((out / "summary.json").read_text())
-            finished_note = (f"feddmr: the run in {out} is finished ({done.get('rounds_run')} "
-                             "rounds" + (", stopped early" if done.get("stopped_early") else "")
-                             + f"): nothing to train; extend it with --resume {out} --rounds N")
+        finished = finished_summary(out, cfg)
     else:
-        cfg = _train_config(args)
+        cfg = _train_config(args)      # config errors answer before JAX is loaded
+        from feddmr_jax.checkpoint import run_dir_state
+
         out = Path(args.out or f"runs/{cfg.data.dataset}-{cfg.train.model}-"
                                f"{time.strftime('%Y%m%d-%H%M%S')}")
         if run_dir_state(out) == "has_run" and not args.overwrite:
@@ -134,8 +133,12 @@ def _run_train(args: argparse.Namespace) -> int:
 
         processes.start(args.coordinator, args.num_processes, args.process_id)
         primary = processes.is_primary()
-    if finished_note and primary:
-        print(finished_note, file=sys.stderr)
+    if finished is not None:       # nothing to train: every file is left as it is
+        if primary:
+            print(f"feddmr: {finished_message(out, finished)}", file=sys.stderr)
+        return 0
+    from feddmr_jax.train import Interrupted, train
+
     try:
         summary = train(cfg, out, progress=not args.quiet, resume=bool(args.resume),
                         overwrite=args.overwrite)
@@ -154,15 +157,16 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _check_distributed_args(args: argparse.Namespace) -> None:
     """The launch options: only with --distributed, and all three or none."""
-    from feddmr_jax.processes import check_launch
-
     explicit = [name for name, value in (("--coordinator", args.coordinator),
                                          ("--num-processes", args.num_processes),
                                          ("--process-id", args.process_id)) if value is not None]
     if explicit and not args.distributed:
         raise FeddmrError(f"{' and '.join(explicit)}: add --distributed (launch options "
                           "of a multi-process run)")
-    check_launch(args.coordinator, args.num_processes, args.process_id)
+    if explicit:
+        from feddmr_jax.processes import check_launch      # imports JAX
+
+        check_launch(args.coordinator, args.num_processes, args.process_id)
 
 
 _TRAIN_EPILOG = """\

@@ -90,3 +90,45 @@ def prepare_out_dir(cfg: RunConfig, out: Path, *, resume: bool, overwrite: bool,
                 "overwrite=True to replace it, or choose another folder")
         if clear:
             clear_run(out)
+
+
+def finished_summary(out_dir: str | Path, cfg: RunConfig) -> dict | None:
+    """The summary of the run in ``out_dir`` when resuming it with ``cfg`` has nothing to train.
+
+    The run is finished for ``cfg`` when its ``summary.json`` was written by its
+    latest start (the summary's config is ``config.json``'s: an extension cut
+    short by an interrupt is not finished), that config is ``cfg``, ``train.rounds``
+    included, and the run did all its rounds or stopped early (``train.patience``).
+
+    Args:
+      out_dir: a run folder.
+      cfg: the config to resume it with.
+
+    Returns:
+      The parsed ``summary.json``, or None (not finished, or no readable summary).
+    """
+    out = Path(out_dir)
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+        ran = config_lib.from_dict(summary["config"])
+        saved = load_run_config(out)
+    except (OSError, ValueError, KeyError, TypeError, config_lib.ConfigError):
+        return None
+    if ran != saved or ran != cfg:
+        return None
+    if summary.get("stopped_early") or summary.get("rounds_run") == cfg.train.rounds:
+        return summary
+    return None
+
+
+def finished_message(out_dir: str | Path, summary: dict) -> str:
+    """One line saying that the run in ``out_dir`` is finished and was left as it is."""
+    rounds = summary.get("rounds_run")
+    if summary.get("stopped_early"):
+        how = (f"stopped early after {rounds} rounds, best round {summary.get('best_round')}; "
+               "it cannot be extended")
+    else:
+        how = (f"{rounds} rounds; extend it with a larger train.rounds: --resume {out_dir} "
+               "--rounds N")
+    return (f"the run in {out_dir} is finished ({how}): nothing to train, its files are "
+            "left as they are")

@@ -4,7 +4,9 @@ Each named dataset is a loader function ``(data_dir, *, path, **options) ->
 Interactions``. Public datasets with an official archive (``ml-100k``,
 ``ml-1m``, ``lastfm-2k``) are looked for in the resolved data folder and the
 cache (see :mod:`paths`), and downloaded once into the cache when absent
-(see :mod:`fetch`; disabled by ``download=False`` or ``FEDDMR_OFFLINE=1``).
+(see :mod:`fetch`) -- but never when a data folder was given (``data_dir``,
+``--data-dir``, ``FEDDMR_DATA_DIR``: a missing file is then an error listing
+the paths looked at), nor with ``download=False`` or ``FEDDMR_OFFLINE=1``.
 """
 
 from __future__ import annotations
@@ -65,18 +67,25 @@ def _locate(name: str, data_dir: PathLike | None, path: PathLike | None, downloa
             raise DataError(f"{p}: no {spec.filename} for {name} in this folder "
                             f"or its {'/, '.join(s for s in spec.subdirs if s)}/ sub-folder")
         return found
-    root, _ = paths.resolve_data_dir(data_dir)
+    root, explicit = paths.resolve_data_dir(data_dir)
     roots = [root] + ([paths.cache_dir()] if paths.cache_dir() != root else [])
     looked = paths.candidate_paths(roots, spec.subdirs, spec.filename)
     found = paths.first_existing(looked)
     if found is not None:
         return found
     table = fetch_lib.REMOTES if remotes is None else remotes
-    where = (", ".join(str(p) for p in looked)
-             + f"; expected layout: DIR/{spec.subdirs[0] or name}/{spec.filename}")
+    layout = f"DIR/{spec.subdirs[0] or name}/{spec.filename}"
+    where = ", ".join(str(p) for p in looked) + f"; expected layout: {layout}"
     if name not in table:
         raise DataError(f"{name}: {spec.filename} not found (looked in {where}); "
                         f"pass the file with --data-path FILE or {paths.HOW_TO_PASS}")
+    if explicit:
+        origin = paths.data_dir_origin(data_dir)
+        drop = f"unset {origin}" if origin == paths.DATA_DIR_ENV else f"drop {origin}"
+        raise DataError(f"{name}: {spec.filename} not found (looked in {where}); nothing is "
+                        f"downloaded when a data folder is given ({root}, from {origin}): put "
+                        f"the file there, or {drop} to download it into the cache "
+                        f"{paths.cache_dir()}")
     if not (download and paths.downloads_allowed()):
         raise DataError(f"{name}: {spec.filename} not found (looked in {where}) and downloads "
                         f"are disabled; {paths.HOW_TO_PASS}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from feddmr_jax.data.splits import positives_csr
-from feddmr_jax.data.types import EvalSet, Split, TrainCSR
+from feddmr_jax.data.types import EvalSet, Split, TrainCSR, id_text
 from feddmr_jax.errors import DataError
 
 _ROUNDS = 30
@@ -135,7 +135,7 @@ def _fill_eval_negatives(split: Split, num_negatives: int, seed: int, val_out: n
     short = np.flatnonzero(avail < 2 * num_negatives)
     if short.size:
         u = short[0]
-        raise DataError(f"user {split.user_ids[u]!r} has only {avail[u]} non-positive items "
+        raise DataError(f"user {id_text(split.user_ids[u])} has only {avail[u]} non-positive items "
                         f"of {split.num_items}, fewer than the {2 * num_negatives} distinct "
                         f"validation + test negatives needed ({short.size} such users); "
                         "lower num_negatives")

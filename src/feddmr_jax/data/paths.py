@@ -4,7 +4,9 @@ Resolution order for the data folder: an explicit ``data_dir`` argument
 (``--data-dir``), else ``$FEDDMR_DATA_DIR``, else the cache folder
 (``$FEDDMR_CACHE_DIR``, default ``~/.cache/feddmr_jax``). Inside a folder a
 dataset's files are found in ``<dir>/<name>/``, in ``<dir>/`` itself, or in the
-folder its official archive extracts to (e.g. ``<dir>/ml-100k/``).
+folder its official archive extracts to (e.g. ``<dir>/ml-100k/``). Downloads
+go into the cache, and only when no data folder was given (an explicit folder
+lacking a file is an error listing the paths looked at).
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ def downloads_allowed() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("1", "true", "yes")
 
 
+def data_dir_origin(data_dir: str | os.PathLike | None = None) -> str | None:
+    """Where the data folder comes from: ``"--data-dir"`` (the argument),
+    ``"FEDDMR_DATA_DIR"``, or None (the cache)."""
+    if data_dir is not None:
+        return "--data-dir"
+    return DATA_DIR_ENV if os.environ.get(DATA_DIR_ENV) else None
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
     """Resolves the folder to search for dataset files.
 
@@ -45,12 +55,10 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, b
     Raises:
       DataError: an explicit folder does not exist or is not a folder.
     """
-    if data_dir is not None:
-        folder, origin = Path(data_dir).expanduser(), "--data-dir"
-    elif os.environ.get(DATA_DIR_ENV):
-        folder, origin = Path(os.environ[DATA_DIR_ENV]).expanduser(), DATA_DIR_ENV
-    else:
+    origin = data_dir_origin(data_dir)
+    if origin is None:
         return cache_dir(), False
+    folder = Path(data_dir if data_dir is not None else os.environ[DATA_DIR_ENV]).expanduser()
     if not folder.exists():
         raise DataError(f"data folder {folder} (from {origin}) does not exist")
     if not folder.is_dir():

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from feddmr_jax.data.splits import positives_csr
-from feddmr_jax.data.types import Split, TrainCSR
+from feddmr_jax.data.types import Split, TrainCSR, id_text
 from feddmr_jax.errors import DataError
 
 TRAIN_NEGATIVES = ("strict", "reference")
@@ -37,13 +37,41 @@ def train_exclusions(split: Split, train_negatives: str = "strict") -> TrainCSR:
       :class:`TrainCSR` sorted by item within each user (for :func:`sample_train_negatives`).
 
     Raises:
-      DataError: unknown ``train_negatives``.
+      DataError: unknown ``train_negatives``; a user with training positives
+        whose excluded items are the whole catalogue, so that no training
+        negative can be drawn for it (the draw needs one allowed item; repeats
+        are allowed): checked here, before any round, naming the user's
+        original id.
     """
     if train_negatives not in TRAIN_NEGATIVES:
         raise DataError(f"unknown train_negatives {train_negatives!r}; "
                         f"known: {', '.join(TRAIN_NEGATIVES)}")
     parts = ("train",) if train_negatives == "strict" else ("train", "val", "test")
-    return positives_csr(split, parts)
+    exclude = positives_csr(split, parts)
+    _check_drawable(split, exclude, train_negatives)
+    return exclude
+
+
+def _check_drawable(split: Split, exclude: TrainCSR, train_negatives: str) -> None:
+    """Refuses a user with training positives and no item outside ``exclude``."""
+    row = np.repeat(np.arange(exclude.num_users, dtype=np.int64), exclude.lengths)
+    items = exclude.items.astype(np.int64)
+    first = np.ones(items.size, bool)        # rows are sorted by item: count distinct ones
+    first[1:] = (items[1:] != items[:-1]) | (row[1:] != row[:-1])
+    known = np.bincount(row[first], minlength=exclude.num_users)
+    trains = np.bincount(split.train["user"].to_numpy(), minlength=exclude.num_users)
+    stuck = np.flatnonzero((trains > 0) & (known >= exclude.num_items))
+    if stuck.size:
+        u = stuck[0]
+        which = ("training positives" if train_negatives == "strict"
+                 else "training, validation and test positives")
+        raise DataError(f"user {id_text(split.user_ids[u])} has interacted with all "
+                        f"{known[u]} of the {exclude.num_items} items ({which}), so with "
+                        f"data.train_negatives = {train_negatives!r} no training negative can "
+                        "be drawn for it "
+                        f"({stuck.size} such user{'s' * (stuck.size > 1)}); remove such users "
+                        "from the data" + (" or use data.train_negatives = 'strict'"
+                                           if train_negatives == "reference" else ""))
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

@@ -18,6 +18,11 @@ import pandas as pd
 COLUMNS = ("user", "item", "timestamp", "rating")
 
 
+def id_text(value: object) -> str:
+    """An original id as messages write it: ``'alice'``, ``42`` (not ``np.int64(42)``)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 @dataclasses.dataclass(frozen=True)
 class Interactions:
     """One tidy interaction table.

@@ -4,10 +4,14 @@ Each method is one file here (``feddmr.py``, ``fedmf.py``, ``fedncf.py``,
 ``pfedrec.py``, ``fedrap.py``, and the protocol probes ``local.py`` and
 ``popularity.py``) holding its whole recipe as a :class:`Method`
 named ``METHOD``; :data:`METHODS` below is the one registry table, so a new
-method is one new file plus one line in it. ``train.model`` names an entry of
-:data:`METHODS`; the entry fixes the class of the ``[model]`` config
-section, how the model is built, and what the engine does differently for it. Every method runs in the same engine (federated/): the same
-round, client sampling, chunked ``vmap``, aggregation and evaluation.
+method is one new file plus one line in it, plus its engine-free half (config
+class, ``[train]`` defaults, unused ``[train]`` keys) in
+``method_configs.SPECS``, which the CLI and ``config.py`` read without
+importing JAX. ``train.model`` names an entry of :data:`METHODS`; the entry
+fixes the class of the ``[model]`` config section, how the model is built,
+and what the engine does differently for it. Every method runs in the same
+engine (federated/): the same round, client sampling, chunked ``vmap``,
+aggregation and evaluation.
 
 | method  | private (never uploaded)       | shared (averaged)        | local step         | eval   |
 |---------|--------------------------------|--------------------------|--------------------|--------|
@@ -48,14 +52,16 @@ round, client sampling, chunked ``vmap``, aggregation and evaluation.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 from feddmr_jax.errors import ConfigError
+from feddmr_jax.method_configs import ModelConfig, get_spec, model_config_class, model_name_of
 from feddmr_jax.methods import feddmr, fedmf, fedncf, fedrap, local, pfedrec, popularity
 from feddmr_jax.methods.base import EVAL_MODES, OWN_OPTIMIZER, Method, no_terms
 from feddmr_jax.models.base import Model
 
-# The registry: one line per method.
+# The registry: one line per method (in the order of method_configs.SPECS, which
+# holds each one's config class, [train] defaults and unused [train] keys).
 METHODS: dict[str, Method] = {m.name: m for m in (
     feddmr.METHOD,
     fedmf.METHOD,
@@ -69,7 +75,6 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 # Views of the registry by what config.py and the builders need.
 MODEL_CONFIGS: dict[str, type] = {name: m.config for name, m in METHODS.items()}
 MODELS = {name: m.build for name, m in METHODS.items()}
-ModelConfig = Union[tuple(MODEL_CONFIGS.values())]  # the [model] section of any method
 
 
 def get_method(name: str) -> Method:
@@ -78,23 +83,8 @@ def get_method(name: str) -> Method:
     Raises:
       ConfigError: unknown name (the message lists the known ones).
     """
-    if name not in METHODS:
-        raise ConfigError(f"unknown model {name!r} (known: {', '.join(sorted(METHODS))})")
+    get_spec(name)                    # the one "unknown model" message
     return METHODS[name]
-
-
-def model_config_class(name: str) -> type:
-    """The ``[model]`` config dataclass of the method registered under ``name``."""
-    return get_method(name).config
-
-
-def model_name_of(cfg: Any) -> str:
-    """The registry name whose config class ``cfg`` is an instance of."""
-    for name, cls in MODEL_CONFIGS.items():
-        if type(cfg) is cls:
-            return name
-    raise ConfigError(f"{type(cfg).__name__} is not a registered model config "
-                      f"(known: {', '.join(c.__name__ for c in MODEL_CONFIGS.values())})")
 
 
 def build_model(name: str, cfg: Any, num_items: int) -> Model:

@@ -14,14 +14,15 @@ import optax
 
 from feddmr_jax.federated.client import LocalStep
 from feddmr_jax.losses import LossTerm
+from feddmr_jax.method_configs import OWN_OPTIMIZER, MethodSpec
 from feddmr_jax.models.base import Model
 
 Array = jax.Array
 
 EVAL_MODES = ("global", "local")
 
-# [train] keys of the client optimizer: unused by methods whose learning rates are [model] fields.
-OWN_OPTIMIZER = ("optimizer", "lr", "embedding_lr")
+# OWN_OPTIMIZER ([train] keys of the client optimizer) is defined with the method specs.
+__all__ = ["EVAL_MODES", "OWN_OPTIMIZER", "Method", "decays_every_row", "no_terms"]
 
 
 class Method(NamedTuple):
@@ -60,10 +61,23 @@ class Method(NamedTuple):
     row_decay: Callable[[Any], bool] | None = None
     cpu_compiler_options: Mapping[str, str] = {}
 
+    @classmethod
+    def of(cls, spec: MethodSpec, build: Callable[[Any, int], Model],
+           loss_terms: Callable[[Model], dict[str, LossTerm]], **recipe: Any) -> "Method":
+        """The entry of ``spec`` (name, config class, ``train_defaults``,
+        ``unused_train``: ``feddmr_jax/method_configs.py``) with its recipe."""
+        return cls(spec.name, spec.config, build, loss_terms,
+                   train_defaults=spec.train_defaults, unused_train=spec.unused_train, **recipe)
+
 
 def decays_every_row(cfg: Any) -> bool:
     """A ``row_decay`` for configs with a torch-style ``weight_decay``: when positive,
-    the local SGD moves every table row, used or not (``p -= lr * wd * p``)."""
+    the local SGD moves every table row, used or not (``p -= lr * wd * p``).
+
+    Only the method's own ``weight_decay`` counts: ``train.l2``
+    (:func:`feddmr_jax.losses.l2`) penalizes only the item rows of each
+    minibatch, so a row no batch reaches does not move under it, in sparse and
+    dense mode alike, and it needs no row decay."""
     return cfg.weight_decay > 0
 
 

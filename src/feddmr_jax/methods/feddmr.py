@@ -14,8 +14,8 @@ the project's 2-core CPU, measured side by side by ``benchmarks/bench_xla_flags.
 from __future__ import annotations
 
 from feddmr_jax.compiler_options import NO_YNN_FUSIONS
+from feddmr_jax.method_configs import SPECS
 from feddmr_jax.methods.base import Method, no_terms
-from feddmr_jax.models.feddmr import FedDMRConfig, build_feddmr
+from feddmr_jax.models.feddmr import build_feddmr
 
-METHOD = Method("feddmr", FedDMRConfig, build_feddmr, no_terms,
-                cpu_compiler_options=NO_YNN_FUSIONS)
+METHOD = Method.of(SPECS["feddmr"], build_feddmr, no_terms, cpu_compiler_options=NO_YNN_FUSIONS)

@@ -5,9 +5,9 @@ The model is :class:`feddmr_jax.models.FedMF` (private user vector, shared item 
 
 from __future__ import annotations
 
+from feddmr_jax.method_configs import SPECS
 from feddmr_jax.methods.base import Method, no_terms
-from feddmr_jax.models.fedmf import FedMFConfig, build_fedmf
+from feddmr_jax.models.fedmf import build_fedmf
 
-# The reference protocol's batch of 256 (the engine's default of 64 is FedDMR's).
-METHOD = Method("fedmf", FedMFConfig, build_fedmf, no_terms,
-                train_defaults={"mu": 0.0, "batch_size": 256})
+# [train] defaults (the reference protocol's batch of 256): method_configs.SPECS.
+METHOD = Method.of(SPECS["fedmf"], build_fedmf, no_terms)

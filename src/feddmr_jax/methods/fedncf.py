@@ -6,9 +6,9 @@ embeddings; shared item tables, MLP tower and output layer).
 
 from __future__ import annotations
 
+from feddmr_jax.method_configs import SPECS
 from feddmr_jax.methods.base import Method, no_terms
-from feddmr_jax.models.fedncf import FedNCFConfig, build_fedncf
+from feddmr_jax.models.fedncf import build_fedncf
 
-# The reference protocol's batch of 256 (the engine's default of 64 is FedDMR's).
-METHOD = Method("fedncf", FedNCFConfig, build_fedncf, no_terms,
-                train_defaults={"mu": 0.0, "batch_size": 256})
+# [train] defaults (the reference protocol's batch of 256): method_configs.SPECS.
+METHOD = Method.of(SPECS["fedncf"], build_fedncf, no_terms)

@@ -103,7 +103,8 @@ import jax.numpy as jnp
 import optax
 
 from feddmr_jax.losses import Batch, LossFn, LossTerm, bce, compose, masked_mean
-from feddmr_jax.methods.base import OWN_OPTIMIZER, Method, decays_every_row
+from feddmr_jax.method_configs import SPECS
+from feddmr_jax.methods.base import Method, decays_every_row
 from feddmr_jax.models.base import ApplyFn, Leaves, Model, ModelParams
 from feddmr_jax.models.fedrap import FedRAPConfig, build_fedrap
 
@@ -209,10 +210,6 @@ def round_optimizer(cfg: FedRAPConfig, round_index: Array) -> optax.GradientTran
     return fedrap_optimizer(cfg, jnp.maximum(round_index - 1, 0))
 
 
-# Reference: github.com/mtics/FedRAP (train.py at 550765d).
-METHOD = Method("fedrap", FedRAPConfig, build_fedrap, loss_terms,
-                round_optimizer=round_optimizer,
-                train_defaults={"mu": 0.0, "table_mean": "participants",
-                                "weighting": "uniform", "batch_size": 2048,
-                                "local_epochs": 10, "num_negatives": 4},
-                unused_train=OWN_OPTIMIZER, row_decay=decays_every_row)
+# [train] defaults (the reference train.py's) and unused keys: method_configs.SPECS.
+METHOD = Method.of(SPECS["fedrap"], build_fedrap, loss_terms, round_optimizer=round_optimizer,
+                   row_decay=decays_every_row)

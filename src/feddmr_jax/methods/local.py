@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from feddmr_jax.federated.client import LocalStep
 from feddmr_jax.losses import LossTerm
-from feddmr_jax.methods import pfedrec
+from feddmr_jax.method_configs import SPECS
 from feddmr_jax.methods.base import Method, decays_every_row, no_terms
 from feddmr_jax.methods.pfedrec import HEAD, ITEMS, pfedrec_item_lr, pfedrec_local_step
 from feddmr_jax.models.base import Leaves, Model, ModelParams
@@ -57,7 +57,8 @@ def local_step(model: Model, num_items: int, regularizers: dict[str, LossTerm]) 
 
     The step runs on the PFedRec layout of the params (item table where
     PFedRec keeps its shared one); the model and the regularizers see the
-    real params, so e.g. ``train.l2`` covers the private table and
+    real params, so e.g. ``train.l2`` covers the rows of the private table
+    a minibatch reaches (losses.l2) and
     ``train.mu`` has nothing to pull towards (no shared params).
 
     Args:
@@ -89,8 +90,6 @@ def local_step(model: Model, num_items: int, regularizers: dict[str, LossTerm]) 
     return LocalStep(init=lambda params: (), step=step)
 
 
-# PFedRec's reference [train] values (methods/pfedrec.py); no federation.
-METHOD = Method("local", LocalConfig, build_local, no_terms, local_step=local_step,
-                eval_mode="global",
-                train_defaults=pfedrec.METHOD.train_defaults,
-                unused_train=pfedrec.METHOD.unused_train, row_decay=decays_every_row)
+# PFedRec's reference [train] values (method_configs.SPECS); no federation.
+METHOD = Method.of(SPECS["local"], build_local, no_terms, local_step=local_step,
+                   eval_mode="global", row_decay=decays_every_row)

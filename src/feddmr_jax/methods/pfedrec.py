@@ -67,7 +67,8 @@ import jax
 
 from feddmr_jax.federated.client import LocalStep
 from feddmr_jax.losses import Batch, LossTerm, bce, compose
-from feddmr_jax.methods.base import OWN_OPTIMIZER, Method, decays_every_row, no_terms
+from feddmr_jax.method_configs import SPECS
+from feddmr_jax.methods.base import Method, decays_every_row, no_terms
 from feddmr_jax.models.base import ApplyFn, Leaves, Model, ModelParams
 from feddmr_jax.models.pfedrec import PFedRecConfig, build_pfedrec
 
@@ -154,14 +155,6 @@ def local_step(model: Model, num_items: int, regularizers: dict[str, LossTerm]) 
                               weight_decay=cfg.weight_decay, **regularizers)
 
 
-# Reference: github.com/Zhangcx19/IJCAI-23-PFedRec (train.py defaults).
-METHOD = Method("pfedrec", PFedRecConfig, build_pfedrec, no_terms, local_step=local_step,
-                eval_mode="local",
-                train_defaults={"mu": 0.0, "table_mean": "participants",
-                                "weighting": "uniform", "batch_size": 256,
-                                "local_epochs": 1, "num_negatives": 4,
-                                # engine, not protocol (a round is the same whatever
-                                # the chunking): 1.2x per ml-100k round against 64
-                                # (benchmarks/RESULTS.md, session 6)
-                                "chunk_size": 128},
-                unused_train=OWN_OPTIMIZER, row_decay=decays_every_row)
+# [train] defaults (the reference train.py's) and unused keys: method_configs.SPECS.
+METHOD = Method.of(SPECS["pfedrec"], build_pfedrec, no_terms, local_step=local_step,
+                   eval_mode="local", row_decay=decays_every_row)

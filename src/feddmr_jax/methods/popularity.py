@@ -35,9 +35,10 @@ import jax.numpy as jnp
 from feddmr_jax.errors import ConfigError
 from feddmr_jax.federated.client import LocalStep
 from feddmr_jax.losses import LossTerm
-from feddmr_jax.methods.base import OWN_OPTIMIZER, Method, no_terms
+from feddmr_jax.method_configs import SPECS
+from feddmr_jax.methods.base import Method, no_terms
 from feddmr_jax.models.base import Leaves, Model, ModelParams
-from feddmr_jax.models.popularity import PopularityConfig, build_popularity
+from feddmr_jax.models.popularity import build_popularity
 
 COUNTS = "counts"   # the model's shared count table
 
@@ -77,9 +78,6 @@ def local_step(model: Model, num_items: int, regularizers: dict[str, LossTerm]) 
     return count_step()
 
 
-METHOD = Method("popularity", PopularityConfig, build_popularity, no_terms,
-                local_step=local_step, eval_mode="global",
-                train_defaults={"mu": 0.0, "table_mean": "participants",
-                                "weighting": "uniform", "local_epochs": 1,
-                                "num_negatives": 1},
-                unused_train=OWN_OPTIMIZER)
+# [train] defaults and unused keys: method_configs.SPECS.
+METHOD = Method.of(SPECS["popularity"], build_popularity, no_terms, local_step=local_step,
+                   eval_mode="global")

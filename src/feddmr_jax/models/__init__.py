@@ -1,12 +1,14 @@
 """Models of the engine: FedDMR and the baselines it is compared to, as Flax modules.
 
-Each model file holds a frozen config dataclass (the ``[model]`` section of a
-run config), a ``flax.linen`` Module, and a builder ``(config, num_items) ->
-Model`` that turns the Module into the engine's pure functions through
-``split.py`` (the one place a Module's parameters become
-``ModelParams(private, shared)``). How each one is trained (loss terms, local
-step, evaluation, reference defaults) and the registry of names are in
-:mod:`feddmr_jax.methods`; this package imports nothing above it.
+Each model file holds a ``flax.linen`` Module and a builder ``(config,
+num_items) -> Model`` that turns the Module into the engine's pure functions
+through ``split.py`` (the one place a Module's parameters become
+``ModelParams(private, shared)``); its frozen config dataclass (the ``[model]``
+section of a run config) lives in :mod:`feddmr_jax.method_configs`, which
+imports no JAX (the CLI parses flags without loading the engine), and is
+re-exported here. How each one is trained (loss terms, local step, evaluation,
+reference defaults) and the registry of names are in :mod:`feddmr_jax.methods`;
+this package imports nothing above it.
 """
 
 from __future__ import annotations

@@ -44,11 +44,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from feddmr_jax.method_configs import NORMS
 from feddmr_jax.models.layers import MLP, glorot
 
 Array = jax.Array
 _MASKED = -1e30
-NORMS = ("post", "pre")
 
 
 class MemoryKV(NamedTuple):

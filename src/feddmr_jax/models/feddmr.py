@@ -33,58 +33,18 @@ raw embeddings) and reads no memory.
 
 from __future__ import annotations
 
-import dataclasses
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from feddmr_jax.errors import ConfigError
-from feddmr_jax.models.attention import NORMS, MemoryAttention
+from feddmr_jax.method_configs import FedDMRConfig
+from feddmr_jax.models.attention import MemoryAttention
 from feddmr_jax.models.base import Context, Model, ModelParams
 from feddmr_jax.models.layers import MLP, embedding_init
 from feddmr_jax.models.split import ParamSplit, bind_rows, merge_params, module_model
 
 Array = jax.Array
 SPLIT = ParamSplit(private=("user",), tables=("items",))
-
-
-@dataclasses.dataclass(frozen=True)
-class FedDMRConfig:
-    """FedDMR hyperparameters (every choice the paper leaves open is a field)."""
-
-    dim: int = 32                 # embedding size d
-    heads: int = 4                # attention heads H (must divide dim)
-    layers: int = 2               # attention layers ("dual-layer" = 2)
-    history_len: int = 0          # memory size n of recent training positives; 0: pair attention
-    ffn_dim: int | None = None    # feed-forward width; None = 2 * dim
-    dropout: float = 0.0          # dropout on attention and FFN outputs
-    attention: bool = True        # False: MLP head on raw embeddings (ablation)
-    init_scale: float = 0.1       # std of the embedding initializers
-    norm: str = "pre"             # layer form: pre (zero-init branches) or post (LN after each residual)
-
-    def validate(self) -> None:
-        if self.dim <= 0:
-            raise ConfigError(f"model.dim must be positive, got {self.dim}")
-        if self.heads <= 0 or self.dim % self.heads:
-            raise ConfigError(f"model.heads ({self.heads}) must divide model.dim ({self.dim})")
-        if self.layers < 0:
-            raise ConfigError(f"model.layers must be >= 0, got {self.layers}")
-        if self.history_len < 0:
-            raise ConfigError(f"model.history_len must be >= 0, got {self.history_len}")
-        if self.norm not in NORMS:
-            raise ConfigError(f"model.norm must be post or pre, got {self.norm!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
-
-    @property
-    def ffn_width(self) -> int:
-        return self.ffn_dim or 2 * self.dim
-
-    @property
-    def num_layers(self) -> int:
-        """Attention layers actually built (0 when attention is off)."""
-        return self.layers if self.attention else 0
 
 
 class FedDMR(nn.Module):

@@ -13,30 +13,17 @@ No bias terms. Its recipe (BCE, Adam) is ``feddmr_jax/methods/fedmf.py``.
 
 from __future__ import annotations
 
-import dataclasses
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from feddmr_jax.method_configs import FedMFConfig
 from feddmr_jax.models.base import Context, Model
-from feddmr_jax.models.checks import check_fields
 from feddmr_jax.models.layers import embedding_init
 from feddmr_jax.models.split import ParamSplit, module_model
 
 Array = jax.Array
 SPLIT = ParamSplit(private=("user",), tables=("items",))
-
-
-@dataclasses.dataclass(frozen=True)
-class FedMFConfig:
-    """FedMF hyperparameters."""
-
-    dim: int = 32              # embedding size d
-    init_scale: float = 0.1    # std of the normal initializer of both embeddings
-
-    def validate(self) -> None:
-        check_fields(self, positive=("dim",), non_negative=("init_scale",))
 
 
 class FedMF(nn.Module):

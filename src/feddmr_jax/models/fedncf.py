@@ -19,40 +19,17 @@ layer sizes ``(2d, d, d/2)``.
 
 from __future__ import annotations
 
-import dataclasses
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from feddmr_jax.errors import ConfigError
+from feddmr_jax.method_configs import FedNCFConfig
 from feddmr_jax.models.base import Context, Model
-from feddmr_jax.models.checks import check_fields
 from feddmr_jax.models.layers import MLP, embedding_init, glorot
 from feddmr_jax.models.split import ParamSplit, module_model
 
 Array = jax.Array
 SPLIT = ParamSplit(private=("user_gmf", "user_mlp"), tables=("items_gmf", "items_mlp"))
-
-
-@dataclasses.dataclass(frozen=True)
-class FedNCFConfig:
-    """FedNCF (NeuMF) hyperparameters."""
-
-    dim: int = 32                          # embedding size d of each tower
-    mlp_hidden: tuple[int, ...] | None = None  # MLP output sizes; None = (d, d // 2)
-    init_scale: float = 0.1                # std of the embedding initializers
-
-    def validate(self) -> None:
-        check_fields(self, positive=("dim",), non_negative=("init_scale",))
-        if not self.hidden or any(h <= 0 for h in self.hidden):
-            raise ConfigError(f"model.mlp_hidden must be non-empty and positive, got "
-                              f"{self.hidden} (dim={self.dim}: use dim >= 2 for the default)")
-
-    @property
-    def hidden(self) -> tuple[int, ...]:
-        return tuple(self.mlp_hidden) if self.mlp_hidden is not None else (
-            self.dim, self.dim // 2)
 
 
 class FedNCF(nn.Module):

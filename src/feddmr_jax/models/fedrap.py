@@ -15,39 +15,16 @@ Forward pass for one client: ``logit(i) = user_head(D_u[i] + C[i])``; score =
 
 from __future__ import annotations
 
-import dataclasses
-
 import flax.linen as nn
 import jax
 
+from feddmr_jax.method_configs import FedRAPConfig
 from feddmr_jax.models.base import Context, Model
-from feddmr_jax.models.checks import check_fields
 from feddmr_jax.models.layers import embedding_init, torch_linear_init
 from feddmr_jax.models.split import ParamSplit, module_model
 
 Array = jax.Array
 SPLIT = ParamSplit(private=("items_personal", "user_head"), tables=("items_personal", "items"))
-
-
-@dataclasses.dataclass(frozen=True)
-class FedRAPConfig:
-    """FedRAP hyperparameters (defaults: the reference ``train.py`` at 550765d)."""
-
-    dim: int = 32               # latent_dim d
-    init_scale: float = 1.0     # std of both item-table inits (torch Embedding: N(0, 1))
-    lam: float = 0.1            # weight of the subtracted D-C distance (--lambda)
-    mu: float = 0.1             # weight of the L1 sparsity of C (--mu)
-    lr_network: float = 0.5     # SGD lr of the head (--lr_network)
-    lr_args: float = 200.0      # SGD lr of D and C (--lr_args)
-    weight_decay: float = 1e-4  # SGD weight decay of all params (--l2_regularization)
-    step_decay: float = 0.95    # lr factor per local step (ExponentialLR gamma)
-    round_decay: float = 0.97   # lr factor per round (--decay_rate)
-
-    def validate(self) -> None:
-        check_fields(self, positive=("dim",),
-                     non_negative=("init_scale", "lam", "mu", "lr_network", "lr_args",
-                                   "weight_decay"),
-                     unit_interval=("step_decay", "round_decay"))
 
 
 class FedRAP(nn.Module):

@@ -15,26 +15,12 @@ recipe (PFedRec's local step, no federation) is ``feddmr_jax/methods/local.py``.
 
 from __future__ import annotations
 
-import dataclasses
-
+from feddmr_jax.method_configs import LocalConfig
 from feddmr_jax.models.base import Model
-from feddmr_jax.models.pfedrec import PFedRec, PFedRecConfig
+from feddmr_jax.models.pfedrec import PFedRec
 from feddmr_jax.models.split import ParamSplit, module_model
 
 SPLIT = ParamSplit(private=("items_personal", "user_head"), tables=("items_personal",))
-
-
-@dataclasses.dataclass(frozen=True)
-class LocalConfig(PFedRecConfig):
-    """PFedRec's hyperparameters and defaults (its own class, so that the
-    registry can tell the ``[model]`` section of ``local`` from ``pfedrec``'s;
-    the fields are restated for their ``--help`` comments)."""
-
-    dim: int = 32                # latent_dim d (as pfedrec)
-    init_scale: float = 1.0      # std of the item-table init (as pfedrec: N(0, 1))
-    lr: float = 0.1              # SGD lr of the score head (as pfedrec)
-    lr_eta: float = 80.0         # item lr = lr * num_items * lr_eta (as pfedrec)
-    weight_decay: float = 0.0    # SGD weight decay of both steps (as pfedrec)
 
 
 def build_local(cfg: LocalConfig, num_items: int) -> Model:

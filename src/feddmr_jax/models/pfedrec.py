@@ -14,33 +14,16 @@ the config's learning-rate fields are read there.
 
 from __future__ import annotations
 
-import dataclasses
-
 import flax.linen as nn
 import jax
 
+from feddmr_jax.method_configs import PFedRecConfig
 from feddmr_jax.models.base import Context, Model
-from feddmr_jax.models.checks import check_fields
 from feddmr_jax.models.layers import embedding_init, torch_linear_init
 from feddmr_jax.models.split import ParamSplit, module_model
 
 Array = jax.Array
 SPLIT = ParamSplit(private=("user_head",), tables=("items",))
-
-
-@dataclasses.dataclass(frozen=True)
-class PFedRecConfig:
-    """PFedRec hyperparameters (defaults: the reference ``train.py``)."""
-
-    dim: int = 32                # latent_dim d
-    init_scale: float = 1.0      # std of the item-table init (torch Embedding: N(0, 1))
-    lr: float = 0.1              # SGD lr of the score head (reference --lr)
-    lr_eta: float = 80.0         # item lr = lr * num_items * lr_eta (reference --lr_eta)
-    weight_decay: float = 0.0    # SGD weight decay of both steps (--l2_regularization)
-
-    def validate(self) -> None:
-        check_fields(self, positive=("dim",),
-                     non_negative=("init_scale", "lr", "lr_eta", "weight_decay"))
 
 
 class PFedRec(nn.Module):

@@ -12,24 +12,15 @@ client's own positives, no learning) is ``feddmr_jax/methods/popularity.py``.
 
 from __future__ import annotations
 
-import dataclasses
-
 import flax.linen as nn
 import jax
 
+from feddmr_jax.method_configs import PopularityConfig
 from feddmr_jax.models.base import Context, Model
 from feddmr_jax.models.split import ParamSplit, module_model
 
 Array = jax.Array
 SPLIT = ParamSplit(private=(), tables=("counts",))
-
-
-@dataclasses.dataclass(frozen=True)
-class PopularityConfig:
-    """No hyperparameters: the ``[model]`` section of ``popularity`` is empty."""
-
-    def validate(self) -> None:
-        """Nothing to check."""
 
 
 class Popularity(nn.Module):
