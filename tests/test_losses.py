@@ -68,16 +68,17 @@ def test_proximal_dense_scope_leaves_item_rows_free():
 
 def test_l2_and_compose_with_a_user_term():
     params = _params([[1.0, 2.0]], 3.0)
-    assert float(l2(0.1)(params, params.shared, None)) == pytest.approx(0.05 * 14.0)
+    batch = Batch(jnp.array([0]), jnp.array([1.0]), jnp.array([True]), CTX)  # reaches row 0
+    assert float(l2(0.1)(params, params.shared, batch)) == pytest.approx(0.05 * 14.0)
 
     def mine(params, global_shared, batch):
         return 2.0 * jnp.sum(params.private.dense["w"])
 
     loss_fn = compose(reg=l2(0.1), mine=mine)
-    total, parts = loss_fn(params, params.shared, None)
+    total, parts = loss_fn(params, params.shared, batch)
     assert set(parts) == {"reg", "mine"}
     assert float(total) == pytest.approx(0.7 + 6.0)
-    grads = jax.grad(lambda p: loss_fn(p, p.shared, None)[0])(params)
+    grads = jax.grad(lambda p: loss_fn(p, p.shared, batch)[0])(params)
     assert float(grads.private.dense["w"]) == pytest.approx(0.1 * 3.0 + 2.0)
     with pytest.raises(ValueError):
         compose()

@@ -14,9 +14,16 @@ own regularizer, write one such function and pass it to ``compose`` (or to the
 trainer's ``extra_terms``)::
 
     def item_norm(params, global_shared, batch):
-        return 1e-4 * jnp.sum(params.shared.tables["items"] ** 2)
+        table = params.shared.tables["items"]
+        used = batch_rows(batch, table.shape[0])[:, None]
+        return 1e-4 * jnp.sum(jnp.where(used, table ** 2, 0.0))
 
     loss_fn = compose(data=bce(model.apply), prox=proximal(0.01), norm=item_norm)
+
+A term on item tables should read only rows the client uses (as above: the
+batch's rows, :func:`batch_rows`): a term on whole tables sees the client's
+local table in sparse mode and the catalogue in dense mode, and the two modes
+then train differently (see :func:`l2`).
 """
 
 from __future__ import annotations
@@ -102,17 +109,50 @@ def proximal(mu: float, scope: str = "all") -> LossTerm:
     return term
 
 
-def l2(weight: float) -> LossTerm:
-    """Weight decay ``(weight / 2) * ||params||^2`` over private and shared leaves.
+def batch_rows(batch: Batch, num_rows: int) -> Array:
+    """``[num_rows]`` bool: the table rows the batch reaches (its real examples'
+    items and its memory's), each once however often it occurs."""
+    context = batch.context
+    return (jnp.zeros(num_rows, bool).at[batch.items].max(batch.mask)
+            .at[context.history].max(context.history_mask))
 
-    In sparse mode the item tables hold only this round's rows, so the penalty
-    covers the rows the client uses (the usual "regularize the batch's
-    embeddings" reading); the dense mode penalizes the whole table.
+
+def l2(weight: float) -> LossTerm:
+    """L2 penalty ``(weight / 2) * (||dense leaves||^2 + ||batch rows||^2)``.
+
+    Every dense leaf, private and shared (networks, user embeddings), counts
+    whole. Of the item tables, private and shared, only the rows this
+    minibatch reaches count (:func:`batch_rows`: the distinct items of its real
+    examples and of its memory): the usual "regularize the batch's
+    embeddings" reading.
+
+    Why only those rows: a row's penalty and gradient then do not depend on
+    the other rows of the table, so sparse mode (the client's local table of
+    this round's rows) and dense mode (the whole catalogue) compute the same
+    update of every row, with any client optimizer: a row no batch reaches
+    gets no l2 gradient in either mode. (A penalty on whole tables moves every
+    row of the catalogue in dense mode, by ``1 - lr * weight`` per SGD step but
+    by about ``lr`` per Adam step, where the gradient is normalized: no per-row
+    factor that sparse mode could apply to rows it never gathered.) The loss
+    value is the same in both modes up to the order of summation; the gradient
+    is bit-identical. A method's own torch-style ``weight_decay``, which does
+    decay every row (FedRAP, PFedRec), is ``Method.row_decay``
+    (methods/base.py, federated/parallel.py).
+
+    Args:
+      weight: the coefficient.
+
+    Returns:
+      A loss term ``(params, global_shared, batch) -> scalar``.
     """
 
     def term(params: ModelParams, global_shared: Leaves, batch: Batch) -> Array:
-        del global_shared, batch
-        return 0.5 * weight * tree_sq_norm(params)
+        del global_shared
+        total = tree_sq_norm((params.private.dense, params.shared.dense))
+        for table in (*params.private.tables.values(), *params.shared.tables.values()):
+            used = batch_rows(batch, table.shape[0])[:, None]
+            total = total + jnp.sum(jnp.where(used, jnp.square(table.astype(jnp.float32)), 0.0))
+        return 0.5 * weight * total
 
     return term
 

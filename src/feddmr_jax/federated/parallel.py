@@ -201,12 +201,36 @@ def _client_keys(round_key: Array, client_ids: Array) -> Array:
     return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(round_key, client_ids)
 
 
-def _inject_faults(delta: Leaves, scale: Array, nan: Array) -> Leaves:
+def _inject_faults(delta: Leaves, factor: dict[str, Array] | None, scale: Array,
+                   nan: Array) -> tuple[Leaves, dict[str, Array] | None]:
+    """The uploads of faulty clients: a scaled client's whole delta times its factor,
+    a NaN client's upload all NaN (federated/faults.py).
+
+    With sparse row decay a client's delta of a row is ``C[i] (f - 1) + excess[i]``
+    (:func:`make_local_client_fn`); it uploads the excess and ``f``. Scaling the
+    whole delta by ``s`` scales the excess and turns ``f`` into ``1 + s (f - 1)``,
+    so the server's decay term (federated/aggregation.py) is scaled too: the
+    same attack as in dense mode, where the decay is part of the delta. (For
+    ``s = 1``, ``1 + (f - 1)`` is ``f`` exactly: ``f - 1`` is exact for ``f`` in
+    ``[0.5, 2]``.)
+
+    Args:
+      delta: ``[C, ...]`` stacked deltas (excess rows in sparse row decay).
+      factor: per shared table, ``[C, d]`` decay factors ``f`` (sparse row decay),
+        or None.
+      scale: ``[C]`` factor of each client's update (1: honest).
+      nan: ``[C]`` bool, the client uploads NaN.
+
+    Returns:
+      ``(delta, factor)`` as uploaded.
+    """
     def corrupt(x):
         shape = (-1,) + (1,) * (x.ndim - 1)
         return jnp.where(nan.reshape(shape), jnp.nan, x * scale.reshape(shape))
 
-    return jax.tree.map(corrupt, delta)
+    if factor is not None:
+        factor = {k: 1.0 + corrupt(f - 1.0) for k, f in factor.items()}
+    return jax.tree.map(corrupt, delta), factor
 
 
 def _used_rows_only(delta: Leaves, row_mask: Array) -> Leaves:
@@ -219,15 +243,16 @@ def _absorb(private_store: Leaves, acc: Accumulator, out: ClientOutput,
             chunk: ChunkData, weighting: str, clip_norm: float | None, sparse: bool = True):
     """Adds stacked client outputs to the accumulator and the private store."""
     client_ids, client_mask = chunk.client_ids, chunk.client_mask
-    delta = _inject_faults(out.delta, chunk.update_scale, chunk.update_nan)
-    finite = is_finite(delta) & is_finite(out.private)
+    delta, factor = _inject_faults(out.delta, out.shared_factor, chunk.update_scale,
+                                   chunk.update_nan)
+    finite = is_finite(delta) & is_finite(factor) & is_finite(out.private)
     if clip_norm is not None and jax.tree.leaves(delta):   # no shared params: nothing to clip
         # The norm of what is uploaded: rows the client did not use are zero.
         delta = clip_stacked(_used_rows_only(delta, out.row_mask), clip_norm)[0]
     weights = client_weights(out.num_examples, client_mask, weighting)
     if acc.masks is None:
         acc = accumulate(acc, delta, weights, finite, client_mask, out.rows, out.row_mask,
-                         out.shared_factor)
+                         factor)
     else:  # secure aggregation: masked dense uploads (federated/secure_round.py)
         acc = masked_accumulate(acc, delta, weights, finite, client_mask, client_ids,
                                 out.rows, out.row_mask)
