@@ -30,6 +30,9 @@ client u uploads, for its rows, the excess ``E_u[i] = new_u[i] - C[i] * f_u``
 ``sum_u w_u delta_u[i] / W = C[i] * decay / W + sum_u w_u E_u[i] / W``
 (:func:`add_row_decay`). Every participant changes every row, so every row's
 weight is ``W`` (``"touched"`` equals ``"participants"``), as in dense mode.
+A faulty client (federated/faults.py) is the same attack in both modes: scaling
+its whole delta by ``s`` scales ``E_u`` and ``f_u - 1`` alike (its upload
+is ``s E_u`` and ``1 + s (f_u - 1)``); a NaN upload (rows and factor) is dropped.
 With ``server_optimizer = optax.sgd(1.0)`` the server step is plain FedAvg:
 ``global <- global + mean_delta``.
 """
@@ -132,7 +135,9 @@ def accumulate(acc: Accumulator, stacked_delta: Leaves, weights: Array,
       row_mask: ``[C, L]`` bool, True for rows the client used this round.
       factor: per table, ``[C, d]`` each client's decay factor ``f_u`` of the
         rows it did not upload (sparse row decay; ``acc.decay`` must be set),
-        or None.
+        as uploaded (a client whose update is scaled by ``s`` uploads
+        ``1 + s (f_u - 1)``, federated/parallel.py), or None. The factors of
+        dropped (non-finite) updates are left out, NaN or not.
     """
     w = jnp.where(finite, weights, 0.0)
 
@@ -154,7 +159,8 @@ def accumulate(acc: Accumulator, stacked_delta: Leaves, weights: Array,
         decay = acc.decay
     else:  # every participant changes every row (module docstring)
         row_weight = {name: rw + jnp.sum(w) for name, rw in acc.row_weight.items()}
-        decay = {name: acc.decay[name] + jnp.sum(w[:, None] * (factor[name] - 1.0), axis=0)
+        # A dropped client's factor may be NaN (0 * NaN is NaN): select, do not weight.
+        decay = {name: acc.decay[name] + jnp.sum(weighted(factor[name] - 1.0), axis=0)
                  for name in acc.decay}
     dense = jax.tree.map(lambda total, d: total + jnp.sum(weighted(d), axis=0),
                          acc.delta_sum.dense, stacked_delta.dense)
@@ -205,12 +211,22 @@ def add_row_decay(delta: Leaves, acc: Accumulator, shared: Leaves) -> Leaves:
 
 
 def server_update(shared: Leaves, opt_state, delta: Leaves,
-                  optimizer: optax.GradientTransformation):
+                  optimizer: optax.GradientTransformation, touched: Leaves | None = None):
     """Applies the server optimizer to the pseudo-gradient ``-delta``.
+
+    Args:
+      shared, opt_state: the global shared params and the optimizer's state.
+      delta: the round's aggregated update.
+      optimizer: any optax transformation (federated/server_optimizers.py).
+      touched: where the round's update counts (``server_optimizers.touched_rows``),
+        passed as the extra argument ``touched`` to optimizers that take one
+        (others ignore it); None: nothing passed.
 
     Returns:
       ``(new_shared, new_opt_state)``.
     """
     pseudo_grad = jax.tree.map(jnp.negative, delta)
-    updates, opt_state = optimizer.update(pseudo_grad, opt_state, shared)
+    extra = {} if touched is None else {"touched": touched}
+    updates, opt_state = optax.with_extra_args_support(optimizer).update(
+        pseudo_grad, opt_state, shared, **extra)
     return optax.apply_updates(shared, updates), opt_state
