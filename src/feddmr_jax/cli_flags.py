@@ -2,7 +2,7 @@
 
 One source of truth: every field of :class:`~feddmr_jax.config.DataConfig`,
 :class:`~feddmr_jax.config.TrainConfig` and of each model's config class
-(``feddmr_jax.methods.MODEL_CONFIGS``) becomes a flag; its help is the field's
+(``feddmr_jax.method_configs.MODEL_CONFIGS``) becomes a flag; its help is the field's
 trailing comment in the source, its default the dataclass default (plus the
 methods' reference ``[train]`` values), so a new field gets a flag and help
 without touching this file. Naming rule: ``--field-name``; a model or data
@@ -24,8 +24,8 @@ import tokenize
 from typing import Any, NamedTuple
 
 from feddmr_jax.errors import ConfigError
-from feddmr_jax.config import DataConfig, TrainConfig
-from feddmr_jax.methods import METHODS, MODEL_CONFIGS, get_method
+from feddmr_jax.config import LR_SCHEDULES, SERVER_OPTIMIZERS, DataConfig, TrainConfig
+from feddmr_jax.method_configs import MODEL_CONFIGS, SPECS, get_spec
 
 # (section, key) -> flag, where the naming rule is not wanted.
 _FLAG_NAMES = {
@@ -37,10 +37,12 @@ _FLAG_NAMES = {
 # (fault_*), else "training".
 _GROUPS = {
     "federation": ("clients_per_round", "client_fraction", "weighting", "table_mean",
-                   "server_lr", "aggregator", "clip_norm", "trim_fraction", "chunk_size",
-                   "shape_classes", "sparse", "devices", "max_private_gb"),
+                   "server_lr", "server_optimizer", "server_momentum", "server_b1",
+                   "server_b2", "server_eps", "server_lr_schedule", "aggregator", "clip_norm",
+                   "trim_fraction", "chunk_size", "shape_classes", "sparse", "devices",
+                   "max_private_gb"),
     "faults": ("client_dropout",),
-    "run": ("checkpoint_every", "keep_checkpoints"),
+    "run": ("checkpoint_every", "keep_checkpoints", "max_rejected_rounds"),
 }
 _GROUP_TITLES = {
     "data": "data", "model": "model (the [model] section of --model)",
@@ -61,6 +63,9 @@ _CHOICES = {
     ("model", "norm"): ("post", "pre"),
     ("train", "aggregator"): ("mean", "clipped_mean", "median", "trimmed_mean"),
     ("train", "dp_accountant"): ("rdp", "pld"),
+    ("train", "server_optimizer"): SERVER_OPTIMIZERS,
+    ("train", "server_lr_schedule"): LR_SCHEDULES,
+    ("train", "lr_schedule"): LR_SCHEDULES,
 }
 
 
@@ -192,7 +197,7 @@ def default_text(flag: Flag) -> str:
     text = f"default: {_fmt(default)}"
     if flag.section == "train":
         special: dict[str, list[str]] = {}
-        for name, method in METHODS.items():
+        for name, method in SPECS.items():
             if flag.key in method.unused_train:
                 special.setdefault("unused", []).append(name)
             elif flag.key in method.train_defaults and method.train_defaults[flag.key] != default:
@@ -273,7 +278,7 @@ def check_flags_apply(given: list[tuple[Flag, Any]], model: object) -> None:
 
     if not isinstance(model, str):
         return                                 # reported by the config builder
-    method = get_method(model)
+    method = get_spec(model)
     keys = [f.name for f in dataclasses.fields(method.config)]
     for flag, _ in given:
         if flag.section == "model" and flag.key not in keys:

@@ -19,10 +19,10 @@ Flags given on the command line override the file. Unknown sections or keys,
 and values of the wrong type, are errors that name the key.
 
 The ``[model]`` section is typed by ``train.model``: each model has its own
-config dataclass (``feddmr_jax.methods.MODEL_CONFIGS``), and a key that model
+config dataclass (``feddmr_jax.method_configs.MODEL_CONFIGS``), and a key that model
 does not have is an error naming the key and the model. A config built from
 a file or the command line (:func:`build_config`) starts from the chosen
-method's reference ``[train]`` values (``feddmr_jax.methods``) for the keys it
+method's reference ``[train]`` values (``method_configs.SPECS``) for the keys it
 does not set. ``config.json`` records ``train.model`` with every value, so
 :func:`from_dict` rebuilds the same config.
 """
@@ -30,18 +30,17 @@ does not set. ``config.json`` records ``train.model`` with every value, so
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import math
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from feddmr_jax.errors import ConfigError
 from feddmr_jax.federated.faults import FaultConfig
-from feddmr_jax.losses import PROX_SCOPES
-from feddmr_jax.methods import (MODEL_CONFIGS, ModelConfig, get_method, model_config_class,
-                                model_name_of)
-from feddmr_jax.models.feddmr import FedDMRConfig
+from feddmr_jax.method_configs import (MODEL_CONFIGS, FedDMRConfig, ModelConfig, get_spec,
+                                       model_config_class, model_name_of)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -53,10 +52,40 @@ log = logging.getLogger(__name__)
 
 # train.eval_mode values (None and "default": the method's own, feddmr_jax.methods).
 EVAL_MODE_CHOICES = (None, "default", "global", "local")
+# train.prox_scope values (losses.PROX_SCOPES; written here so that this module,
+# which the CLI imports to parse flags, loads no JAX; a test checks they agree).
+PROX_SCOPES = ("all", "dense")
 # The metrics evaluation reports (feddmr_jax.metrics.ranking_metrics at the
 # scorer's cut-off k = 10, evaluate.make_scorer); train.select_metric is one
 # of them. tests/test_config_validation.py checks this list against evaluate().
 EVAL_METRICS = ("hr@10", "ndcg@10", "precision@10", "recall@10", "mrr", "auc")
+# train.server_optimizer and the *_schedule values (federated/server_optimizers.py,
+# federated/schedules.py; written here for the same reason, tests/test_server_config.py
+# checks they agree).
+SERVER_OPTIMIZERS = ("sgd", "momentum", "adam", "yogi", "adagrad")
+LR_SCHEDULES = ("constant", "cosine", "exponential", "warmup", "warmup_cosine")
+
+
+def check_finite(section: str, cfg: Any) -> None:
+    """Refuses a NaN or infinite value in any float field of a config section.
+
+    Every field is read by the type of its value, not by name, so a new float
+    field is covered without a change here; range checks alone miss NaN
+    (``nan < 0`` and ``nan > x`` are both False).
+
+    Args:
+      section: the section's name in messages (``data``, ``model``, ``train``).
+      cfg: a config dataclass.
+
+    Raises:
+      ConfigError: ``<section>.<field> must be finite, got nan``.
+    """
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{section}.{f.name} must be finite, got {value}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +112,7 @@ class DataConfig:
                 "mean_interactions": self.synthetic_interactions, "seed": self.synthetic_seed}
 
     def validate(self) -> None:
+        check_finite("data", self)
         if self.split not in ("loo", "ratio"):
             raise ConfigError(f"data.split must be loo or ratio, got {self.split!r}")
         if self.tie_break not in ("row", "random"):
@@ -113,17 +143,28 @@ class TrainConfig:
     embedding_lr: float | None = 0.1    # lr of item tables and private params; None = lr
     mu: float = 0.01                    # proximal coefficient (FedProx); 0 = FedAvg
     prox_scope: str = "all"             # proximal term on all shared leaves (all) or the networks only (dense)
-    l2: float = 0.0                     # weight decay on the params a client trains
+    l2: float = 0.0                     # L2 penalty: dense leaves, and the item-table rows a minibatch reaches (losses.l2)
     clients_per_round: int | None = None  # participants per round (None: see client_fraction)
     client_fraction: float | None = None  # fraction of clients per round (None and None: all)
     weighting: str = "uniform"          # aggregation weights: uniform or examples
     table_mean: str = "touched"         # item rows averaged over clients that used them, or participants
-    server_lr: float = 1.0              # server SGD step on the mean delta (1.0 = FedAvg)
+    server_lr: float = 1.0              # server rate eta on the mean delta (sgd at 1.0 = FedAvg)
+    server_optimizer: str = "sgd"       # server step (docs/server_optimization.md): sgd, momentum (FedAvgM), adam, yogi, adagrad (Reddi et al. 2021)
+    server_momentum: float = 0.9        # momentum: heavy-ball beta in [0, 1) (FedAvgM)
+    server_b1: float = 0.9              # adam, yogi, adagrad: first-moment decay beta_1 in [0, 1) (Reddi et al.)
+    server_b2: float = 0.99             # adam, yogi: second-moment decay beta_2 in [0, 1) (Reddi et al.)
+    server_eps: float = 1e-3            # adam, yogi, adagrad: adaptivity tau > 0 (denominator sqrt(v) + tau; v starts at tau^2)
+    server_lr_schedule: str = "constant"  # server_lr over rounds: constant, cosine, exponential, warmup, warmup_cosine
+    lr_schedule: str = "constant"       # client lr and embedding_lr over rounds: same kinds as server_lr_schedule
+    schedule_rounds: int | None = None  # cosine kinds: rounds until the floor (their own horizon, never train.rounds)
+    schedule_warmup_rounds: int = 0     # warmup kinds: rounds W of linear warmup (round r <= W gets lr * r / W)
+    schedule_decay_rate: float = 0.99   # exponential: lr factor per round, in (0, 1]
+    schedule_floor: float = 0.0         # cosine kinds: final lr as a fraction of the peak, in [0, 1]
     aggregator: str = "mean"            # mean, clipped_mean, median, trimmed_mean
     clip_norm: float = 1.0              # clipped_mean: L2 bound of each upload
     trim_fraction: float = 0.1          # trimmed_mean: fraction trimmed at each end
     chunk_size: int = 64                # clients per chunk (x max(batch_size, 256) slots bounds chunk memory)
-    shape_classes: int | None = None    # compiled chunk shapes; None: chosen per run (compile vs padding)
+    shape_classes: int | None = None    # compiled chunk shapes; None: chosen from the data (compile vs padding), never from rounds
     sparse: bool = True                 # train on gathered item rows (False: full tables)
     max_private_gb: float = 4.0         # refuse a private store (all clients) above this many GiB
     devices: int | None = None          # devices the client axis is split over (None: all)
@@ -138,6 +179,7 @@ class TrainConfig:
     client_dropout: float = 0.0         # fault injection: fraction of sampled clients never reporting
     checkpoint_every: int = 10          # save a checkpoint every k rounds (0: only on SIGINT/SIGTERM)
     keep_checkpoints: int = 3           # how many of the newest checkpoints to keep
+    max_rejected_rounds: int = 3        # stop (diverged, checkpoint saved) after this many rounds in a row with no accepted upload; 0: never
     dp_clip: float | None = None        # user-level DP-FedAvg: L2 clip of each client's whole update (None: off)
     dp_noise: float = 0.0               # DP noise multiplier z: N(0, (z * dp_clip)^2) on the sum (0: no guarantee)
     dp_delta: float | None = None       # DP delta; None = 1 / (10 * number of users); must be < 1 / users
@@ -147,6 +189,7 @@ class TrainConfig:
     secure_agg_bits: int = 20           # fixed-point fractional bits; sums must stay in +-2^(31-bits)
 
     def validate(self) -> None:
+        check_finite("train", self)
         positive = ("rounds", "local_epochs", "batch_size", "chunk_size", "eval_every",
                     "max_private_gb", "server_lr")
         if self.devices is not None and self.devices < 1:
@@ -160,6 +203,9 @@ class TrainConfig:
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
             raise ConfigError("train.checkpoint_every must be >= 0 and train.keep_checkpoints >= 1, "
                               f"got {self.checkpoint_every} and {self.keep_checkpoints}")
+        if self.max_rejected_rounds < 0:
+            raise ConfigError("train.max_rejected_rounds must be >= 0 (0: never stop), "
+                              f"got {self.max_rejected_rounds}")
         fractions = ("fault_nan", "fault_scale", "client_dropout")
         for name in fractions:
             if not 0.0 <= getattr(self, name) < 1.0:
@@ -209,9 +255,43 @@ class TrainConfig:
                               f"({', '.join(EVAL_METRICS)}), got {self.select_metric!r}")
         if self.seed < 0:
             raise ConfigError(f"train.seed must be >= 0, got {self.seed}")
-        if not math.isfinite(self.fault_factor):
-            raise ConfigError(f"train.fault_factor must be finite, got {self.fault_factor}")
+        self._validate_server()
         self._validate_privacy()
+
+    def _validate_server(self) -> None:
+        """Server optimizer and learning-rate schedules (docs/server_optimization.md)."""
+        if self.server_optimizer not in SERVER_OPTIMIZERS:
+            raise ConfigError("train.server_optimizer must be one of "
+                              f"{', '.join(SERVER_OPTIMIZERS)}, got {self.server_optimizer!r}")
+        for name in ("server_momentum", "server_b1", "server_b2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
+        if not self.server_eps > 0:
+            raise ConfigError(f"train.server_eps must be positive, got {self.server_eps}")
+        for name in ("server_lr_schedule", "lr_schedule"):
+            kind = getattr(self, name)
+            if kind not in LR_SCHEDULES:
+                raise ConfigError(f"train.{name} must be one of {', '.join(LR_SCHEDULES)}, "
+                                  f"got {kind!r}")
+            if kind.startswith("warmup") and self.schedule_warmup_rounds < 1:
+                raise ConfigError(f"train.{name} = {kind!r} needs train.schedule_warmup_rounds "
+                                  f">= 1, got {self.schedule_warmup_rounds}")
+            least = self.schedule_warmup_rounds + 1 if kind == "warmup_cosine" else 1
+            if kind.endswith("cosine") and (self.schedule_rounds or 0) < least:
+                raise ConfigError(f"train.{name} = {kind!r} needs train.schedule_rounds >= "
+                                  f"{least} (the cosine's own horizon, never train.rounds), "
+                                  f"got {self.schedule_rounds}")
+        if self.schedule_rounds is not None and self.schedule_rounds < 1:
+            raise ConfigError("train.schedule_rounds must be >= 1 or unset, "
+                              f"got {self.schedule_rounds}")
+        if self.schedule_warmup_rounds < 0:
+            raise ConfigError("train.schedule_warmup_rounds must be >= 0, "
+                              f"got {self.schedule_warmup_rounds}")
+        if not 0.0 < self.schedule_decay_rate <= 1.0:
+            raise ConfigError(f"train.schedule_decay_rate must be in (0, 1], "
+                              f"got {self.schedule_decay_rate}")
+        if not 0.0 <= self.schedule_floor <= 1.0:
+            raise ConfigError(f"train.schedule_floor must be in [0, 1], got {self.schedule_floor}")
 
     def _validate_privacy(self) -> None:
         """DP-FedAvg and secure aggregation options (docs/privacy.md)."""
@@ -287,6 +367,7 @@ class RunConfig:
                 f"the [model] section is a {type(self.model).__name__} but train.model is "
                 f"{self.train.model!r}, which needs a {expected.__name__} (change models with "
                 "config.with_model or apply_overrides, which retype the section)")
+        check_finite("model", self.model)
         self.model.validate()
         self.train.validate()
 
@@ -356,6 +437,25 @@ def _coerce(section: str, field: dataclasses.Field, value: Any) -> Any:
     return value
 
 
+def did_you_mean(name: str, known: Iterable[str], fmt: str = "{}") -> str:
+    """``"; did you mean X?"`` (``X or Y`` for two) for the entries of ``known``
+    close to ``name`` (difflib), each written by ``fmt``; ``""`` when none is."""
+    near = difflib.get_close_matches(name, list(known), n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(fmt.format(n) for n in near)}?" if near else ""
+
+
+def _key_hint(section: str, key: str, known: Iterable[str]) -> str:
+    """A did-you-mean for an unknown ``section.key``: a near key of the section,
+    else the same key in another section (``[train] dim`` -> ``model.dim``)."""
+    hint = did_you_mean(key, known, f"{section}.{{}}")
+    if hint:
+        return hint
+    classes = {"data": [DataConfig], "train": [TrainConfig], "model": MODEL_CONFIGS.values()}
+    owners = [s for s, group in classes.items() if s != section
+              and any(key in {f.name for f in dataclasses.fields(c)} for c in group)]
+    return f"; did you mean {' or '.join(f'{s}.{key}' for s in owners)}?" if owners else ""
+
+
 def _replace_section(section: str, current: Any, values: Mapping[str, Any], source: str,
                      model_name: str | None = None) -> Any:
     fields = {f.name: f for f in dataclasses.fields(current)}
@@ -363,7 +463,8 @@ def _replace_section(section: str, current: Any, values: Mapping[str, Any], sour
     for key, value in values.items():
         if key not in fields:
             owner = f" for model {model_name!r}" if model_name else ""
-            raise ConfigError(f"{source}: unknown key {section}.{key}{owner} "
+            raise ConfigError(f"{source}: unknown key {section}.{key}{owner}"
+                              f"{_key_hint(section, key, fields)} "
                               f"(known: {', '.join(fields)})")
         changes[key] = _coerce(section, fields[key], value)
     return dataclasses.replace(current, **changes)
@@ -402,7 +503,8 @@ def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Mapping[str, Any]],
     """
     for section, values in overrides.items():
         if section not in SECTIONS:
-            raise ConfigError(f"{source}: unknown section [{section}] "
+            raise ConfigError(f"{source}: unknown section [{section}]"
+                              f"{did_you_mean(section, SECTIONS, '[{}]')} "
                               f"(known: {', '.join(SECTIONS)})")
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: [{section}] must be a table")
@@ -438,7 +540,7 @@ def build_config(raw: Mapping[str, Mapping[str, Any]], source: str = "config", *
     name = train_raw.get("model", (base or RunConfig()).train.model)
     if not isinstance(name, str):
         raise ConfigError(f"{source}: train.model must be a string, got {name!r}")
-    method = get_method(name)
+    method = get_spec(name)
     for key in method.unused_train:
         if key in train_raw:
             raise ConfigError(f"{source}: train.{key} does not apply to model {name!r}, "
@@ -499,12 +601,13 @@ def create_config(*, model: str = "feddmr", dataset: str | None = None,
                   **keys: Any) -> RunConfig:
     """:meth:`RunConfig.create`: flat keywords sorted into their sections, then
     :func:`build_config` and ``validate``."""
-    method = get_method(model)
+    method = get_spec(model)
     raw: dict[str, dict[str, Any]] = {name: dict(values)
                                       for name, values in (sections or {}).items()}
     for name, values in raw.items():
         if name not in SECTIONS:
-            raise ConfigError(f"RunConfig.create: unknown section {name!r} "
+            near = did_you_mean(name, SECTIONS, "'{}'")
+            raise ConfigError(f"RunConfig.create: unknown section {name!r}{near} "
                               f"(known: {', '.join(SECTIONS)})")
     raw.setdefault("train", {})["model"] = model
     if dataset is not None:
@@ -529,8 +632,10 @@ def create_config(*, model: str = "feddmr", dataset: str | None = None,
                     else "known: data: " + ", ".join(sorted(owners["data"])) + "; train: "
                          + ", ".join(sorted(owners["train"])) + f"; model ({model}): "
                          + ", ".join(sorted(owners["model"])))
-            raise ConfigError(f"RunConfig.create: unknown key {key!r} for model {model!r} "
-                              f"({hint})")
+            near = "" if others or key in method.unused_train else did_you_mean(
+                key, set().union(*owners.values()), "'{}'")
+            raise ConfigError(f"RunConfig.create: unknown key {key!r} for model {model!r}"
+                              f"{near} ({hint})")
         raw.setdefault(found[0], {})[key] = value
     cfg = build_config(raw, source="RunConfig.create")
     cfg.validate()

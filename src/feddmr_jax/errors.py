@@ -16,3 +16,8 @@ class DataError(FeddmrError):
 
 class ConfigError(FeddmrError):
     """A configuration value, flag or config file is invalid."""
+
+
+class DivergedError(FeddmrError):
+    """Training diverged: the model's scores are non-finite, or no client upload was
+    accepted (all non-finite) in ``train.max_rejected_rounds`` consecutive rounds."""

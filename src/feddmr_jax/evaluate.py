@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from feddmr_jax.data.types import EvalSet
-from feddmr_jax.errors import ConfigError, FeddmrError
+from feddmr_jax.errors import ConfigError, DivergedError
 from feddmr_jax.federated.local_table import local_rows, localize
 from feddmr_jax.federated.private_store import gather_clients, split_scores
 from feddmr_jax.metrics import mean_metrics, ranking_metrics
@@ -172,7 +172,7 @@ def _checked_mean(per_user: dict[str, np.ndarray]) -> dict[str, float]:
     """
     bad = np.flatnonzero(~per_user["finite"])
     if bad.size:
-        raise FeddmrError(f"evaluation: {bad.size} of {len(per_user['finite'])} users have "
+        raise DivergedError(f"evaluation: {bad.size} of {len(per_user['finite'])} users have "
                           f"non-finite (NaN or inf) scores (first: user {bad[0]}); the model "
                           "diverged")
     return mean_metrics(per_user)

@@ -5,6 +5,10 @@ lowering, backend compilation). :class:`CompileWatch` reads the totals before an
 after a piece of work: how many backend compilations it triggered and how long
 compiling took. Used for ``compile_seconds`` in ``summary.json`` and for the test
 that nothing is recompiled after the first round.
+
+JAX reports a backend compilation also when the program came from the
+persistent cache (the event wraps the cache lookup); :attr:`CompileWatch.compiled_anew`
+counts the lookups that missed (the programs actually compiled) while the cache is on.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ _COMPILE_EVENTS = (
     "/jax/core/compile/jaxpr_to_mlir_module_duration",
     _BACKEND,
 )
+_CACHE_REQUESTS = "/jax/compilation_cache/compile_requests_use_cache"
+_CACHE_HITS = "/jax/compilation_cache/cache_hits"
 _lock = threading.Lock()
-_totals = {"seconds": 0.0, "backend_compiles": 0}
+_totals = {"seconds": 0.0, "backend_compiles": 0, _CACHE_REQUESTS: 0, _CACHE_HITS: 0}
 _registered = False
 
 
@@ -34,11 +40,18 @@ def _listener(event: str, duration: float, **kwargs) -> None:
                 _totals["backend_compiles"] += 1
 
 
+def _event_listener(event: str, **kwargs) -> None:
+    if event in (_CACHE_REQUESTS, _CACHE_HITS):
+        with _lock:
+            _totals[event] += 1
+
+
 def _ensure_registered() -> None:
     global _registered
     with _lock:
         if not _registered:
             jax.monitoring.register_event_duration_secs_listener(_listener)
+            jax.monitoring.register_event_listener(_event_listener)
             _registered = True
 
 
@@ -60,8 +73,17 @@ class CompileWatch:
 
     @property
     def compiles(self) -> int:
+        """Backend compilations, persistent-cache hits included."""
         with _lock:
             return _totals["backend_compiles"] - self._start["backend_compiles"]
+
+    @property
+    def compiled_anew(self) -> int:
+        """Programs looked up in the persistent compilation cache and not found there
+        (compiled; 0 while the cache is off)."""
+        with _lock:
+            return sum(sign * (_totals[e] - self._start[e])
+                       for sign, e in ((1, _CACHE_REQUESTS), (-1, _CACHE_HITS)))
 
 
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | None:

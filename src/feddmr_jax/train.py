@@ -25,6 +25,7 @@ from feddmr_jax import config as config_lib
 from feddmr_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer, install_stop_handler
 from feddmr_jax.compiler_options import for_backend
 from feddmr_jax.config import RunConfig
+from feddmr_jax.errors import DivergedError
 from feddmr_jax.data import (build_eval_sets, load_dataset, split_interactions, train_csr,
                              train_exclusions)
 from feddmr_jax.data.packing import recent_history
@@ -36,7 +37,11 @@ from feddmr_jax.federated.client import LocalStep, gradient_step
 from feddmr_jax.federated.devices import client_mesh, mesh_size
 from feddmr_jax.federated.faults import assign_faults
 from feddmr_jax.federated.private_store import check_store_size
+from feddmr_jax.federated.communication import RoundTraffic, TrafficPlan, traffic_plan
 from feddmr_jax.federated.rounds import RoundPlanner, build_planner, iter_round
+from feddmr_jax.federated.schedules import client_rates, server_rate
+from feddmr_jax.federated.server_optimizers import build_server_optimizer
+from feddmr_jax.federated.shape_classes import PLAN_ROUNDS
 from feddmr_jax.federated.sampling import participants_per_round, sample_clients
 from feddmr_jax.losses import LossTerm, bce, compose, l2, proximal
 from feddmr_jax.host_memory import release_free_memory
@@ -45,8 +50,9 @@ from feddmr_jax.models import Leaves, Model, ModelParams
 from feddmr_jax.privacy.plan import PrivacyPlan, build_privacy_plan, round_privacy
 from feddmr_jax.processes import any_process, barrier, is_primary
 from feddmr_jax.progress import Progress
-from feddmr_jax.run_dir import (clear_run, load_run_config, prepare_out_dir,  # noqa: F401
-                                 truncate_metrics)
+from feddmr_jax.rounds_to_target import curve_point, rounds_to_target
+from feddmr_jax.run_dir import (clear_run, finished_message, finished_summary,  # noqa: F401
+                                 load_run_config, prepare_out_dir, truncate_metrics)
 from feddmr_jax.timing import CompileWatch, enable_compilation_cache
 
 log = logging.getLogger(__name__)
@@ -68,14 +74,19 @@ class Experiment:
     keys: dict[str, jax.Array]
     privacy: PrivacyPlan | None = None
     eval_mode: str = "global"        # resolved train.eval_mode: global or local
+    traffic: TrafficPlan | None = None  # message sizes (federated/communication.py)
 
 
-def build_client_optimizer(cfg: config_lib.TrainConfig) -> optax.GradientTransformation:
+def build_client_optimizer(cfg: config_lib.TrainConfig,
+                           round_index: jax.Array | None = None) -> optax.GradientTransformation:
     """Adam or SGD; with ``embedding_lr``, embeddings (item tables and private
-    params) and the network (shared dense params) get their own rates."""
+    params) and the network (shared dense params) get their own rates; with a
+    (traced) ``round_index``, the rates of that round under ``train.lr_schedule``
+    (federated/schedules.py)."""
     make = optax.adam if cfg.optimizer == "adam" else optax.sgd
-    if cfg.embedding_lr is None:
-        return make(cfg.lr)
+    lr, embedding_lr = client_rates(cfg, round_index)
+    if embedding_lr is None:
+        return make(lr)
 
     def labels(params: ModelParams) -> ModelParams:
         emb = lambda tree: jax.tree.map(lambda _: "embedding", tree)
@@ -84,8 +95,8 @@ def build_client_optimizer(cfg: config_lib.TrainConfig) -> optax.GradientTransfo
                                          jax.tree.map(lambda _: "network",
                                                       params.shared.dense)))
 
-    return optax.multi_transform({"embedding": make(cfg.embedding_lr),
-                                  "network": make(cfg.lr)}, labels)
+    return optax.multi_transform({"embedding": make(embedding_lr),
+                                  "network": make(lr)}, labels)
 
 
 def regularizers(cfg: config_lib.TrainConfig,
@@ -114,11 +125,16 @@ def build_local_step(method: Method, model: Model, cfg: config_lib.TrainConfig,
                      ) -> LocalStep | Callable[[jax.Array], LocalStep]:
     """The method's minibatch step: its own, or a gradient step of the composed
     loss with its per-round optimizer or the ``[train]`` optimizer."""
+    if cfg.lr_schedule != "constant" and (method.local_step or method.round_optimizer):
+        raise config_lib.ConfigError(f"train.lr_schedule does not apply to model {model.name!r}, "
+                                     "whose learning rates are [model] fields; remove it")
     if method.local_step is not None:
         return method.local_step(model, num_items, regularizers(cfg, extra_terms))
     loss_fn = build_loss(model, cfg, extra_terms)
     if method.round_optimizer is not None:
         return lambda r: gradient_step(loss_fn, method.round_optimizer(model.config, r))
+    if cfg.lr_schedule != "constant":     # the round is traced: one program for every round
+        return lambda r: gradient_step(loss_fn, build_client_optimizer(cfg, r))
     return gradient_step(loss_fn, build_client_optimizer(cfg))
 
 
@@ -180,24 +196,33 @@ def build_experiment(cfg: RunConfig, *, extra_terms: Mapping[str, LossTerm] | No
         row_decay=row_decay, compiler_options=for_backend(method.cpu_compiler_options))
     algorithm = build_algorithm(
         model, build_local_step(method, model, t, split.num_items, extra_terms),
-        optax.sgd(t.server_lr), rounds, eval_items=eval_items, eval_history=eval_history,
+        build_server_optimizer(t.server_optimizer, server_rate(t), momentum=t.server_momentum,
+                               b1=t.server_b1, b2=t.server_b2, eps=t.server_eps),
+        rounds, eval_items=eval_items, eval_history=eval_history,
         dp=privacy.dp if privacy else None, mesh=mesh)
+    traffic = traffic_plan(jax.eval_shape(model.init_shared, jax.random.key(0)),   # shapes
+                           sparse=sparse, row_decay=row_decay,
+                           secure=privacy is not None and privacy.secure_agg)
     # Training negatives avoid the client's training positives (strict) or all (reference).
     planner = build_planner(train_csr(split), train_exclusions(split, cfg.data.train_negatives),
                             history_len=model.history_len, num_negatives=t.num_negatives,
                             batch_size=t.batch_size, chunk_size=t.chunk_size, seed=t.seed,
                             devices=mesh_size(mesh), eval_items=eval_items,
                             max_classes=t.shape_classes,
-                            slot_rounds=t.rounds * t.local_epochs * count / split.num_users)
+                            slot_rounds=PLAN_ROUNDS * t.local_epochs * count / split.num_users)
     names = ("init", "sample", "train")
     keys = dict(zip(names, jax.random.split(jax.random.key(t.seed), len(names))))
     release_free_memory()   # the build's temporaries (host_memory.py)
     return Experiment(cfg, split, model, algorithm, planner, val_set, test_set,
-                      make_scorer(model), count, keys, privacy, eval_mode)
+                      make_scorer(model), count, keys, privacy, eval_mode, traffic)
 
 
-def run_round(exp: Experiment, state: FedState, round_index: int):
+def run_round(exp: Experiment, state: FedState, round_index: int,
+              traffic: RoundTraffic | None = None):
     """One round: sample participants, inject faults, plan chunks, train, aggregate.
+
+    ``traffic``: counts the round's bytes as its chunks pass (its ``record()``
+    once this returns; federated/communication.py), or None.
 
     Returns:
       ``(state, RoundStats)``; ``RoundStats.unreported`` counts the clients
@@ -209,6 +234,8 @@ def run_round(exp: Experiment, state: FedState, round_index: int):
                            exp.cfg.train.faults())
     chunks = iter_round(exp.planner, faults.participants, round_index,
                         update_scale=faults.update_scale, update_nan=faults.update_nan)
+    if traffic is not None:
+        chunks = traffic.meter(chunks, sampled=len(participants))
     noise_key, masks = round_privacy(exp.privacy, round_index, participants, faults.dropped)
     state, stats = exp.algorithm.apply(state, chunks,
                                        jax.random.fold_in(exp.keys["train"], round_index),
@@ -270,6 +297,10 @@ class LoopState:
     evals_since_best: int = 0
     round_seconds: list = dataclasses.field(default_factory=list)
     stopped_early: bool = False
+    rejected_streak: int = 0          # rounds in a row without an accepted upload
+    upload_bytes: int = 0             # bytes uploaded by all clients so far
+    download_bytes: int = 0           # bytes downloaded by all clients so far
+    curve: list = dataclasses.field(default_factory=list)  # rounds_to_target.curve_point per eval
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -321,6 +352,9 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
         raise config_lib.ConfigError("resume=True needs the run folder (out_dir)")
     if out is not None:
         cfg.validate()
+    if resume and (done := finished_summary(out, cfg)) is not None:
+        log.warning(finished_message(out, done))      # nothing to train: files untouched
+        return done
     enable_compilation_cache()
     primary = is_primary()
     if out is not None:
@@ -378,22 +412,35 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
         with install_stop_handler() as stop:
             for r in range(first_round, t.rounds + 1):
                 start, compiled = time.perf_counter(), watch.seconds
-                state, stats = run_round(exp, state, r)
+                traffic = RoundTraffic(exp.traffic)
+                state, stats = run_round(exp, state, r, traffic)
                 jax.block_until_ready(state.shared)
                 seconds = time.perf_counter() - start
                 loop.round_seconds.append(seconds)
-                record = {"round": r, "train_loss": stats.train_loss, "accepted": stats.accepted,
+                rejected = stats.accepted == 0      # nothing moved: not evaluated, never best
+                loop.rejected_streak = loop.rejected_streak + 1 if rejected else 0
+                if rejected and not stats.aborted:    # an abort has said why (algorithm.py)
+                    log.warning("round %d: no upload accepted (%d non-finite, %d never reported); "
+                                "the global model did not move", r, stats.dropped,
+                                stats.unreported)
+                record = {"round": r, "train_loss": None if rejected else stats.train_loss,
+                          "accepted": stats.accepted, "aborted": stats.aborted,
                           "dropped_nonfinite": stats.dropped, "unreported": stats.unreported,
                           "seconds": seconds}
                 if exp.privacy is not None and exp.privacy.epsilons is not None:
                     record["epsilon"] = exp.privacy.epsilons[r - 1]   # None: noise 0
+                record.update(traffic.record())            # bytes (federated/communication.py)
+                loop.upload_bytes += record["upload_bytes"]
+                loop.download_bytes += record["download_bytes"]
                 val = None
-                if r % t.eval_every == 0 or r == t.rounds:
+                if not rejected and (r % t.eval_every == 0 or r == t.rounds):
                     eval_start = time.perf_counter()
                     val = evaluate_state(exp, state, exp.val_set)
                     test = evaluate_state(exp, state, exp.test_set)
                     record.update(val=val, test=test,
                                   eval_seconds=time.perf_counter() - eval_start)
+                    loop.curve.append(curve_point(r, val[t.select_metric], loop.upload_bytes,
+                                                  loop.download_bytes))
                     if is_new_best(val, loop.best_val, t.select_metric):
                         loop.best_round, loop.best_val, loop.best_test = r, val, test
                         loop.evals_since_best = 0
@@ -408,6 +455,16 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
                 if t.patience is not None and loop.evals_since_best >= t.patience:
                     loop.stopped_early = True
                     log.info("early stop at round %d (best round %d)", r, loop.best_round)
+                if t.max_rejected_rounds and loop.rejected_streak >= t.max_rejected_rounds:
+                    save(r)
+                    raise DivergedError(
+                        f"no client upload was accepted in {loop.rejected_streak} rounds in a row "
+                        f"(rounds {r - loop.rejected_streak + 1}-{r}; round {r}: {stats.dropped} "
+                        f"non-finite, {stats.unreported} never reported"
+                        + (", aborted by secure aggregation" if stats.aborted else "")
+                        + f"): the run diverged or cannot aggregate; checkpoint of round {r} "
+                        "saved (lower the learning rates, raise train.secure_agg_neighbors, "
+                        "or raise train.max_rejected_rounds)")
                 # A signal may reach some processes only: all stop together, or none.
                 if any_process(stop.requested) or r == stop_after_round:
                     save(r)
@@ -439,6 +496,9 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
         "devices": _devices(),
         "processes": jax.process_count(),
         "resumed": resume,
+        "upload_bytes": loop.upload_bytes,       # every client, every round run
+        "download_bytes": loop.download_bytes,
+        "rounds_to_target": rounds_to_target(loop.curve, loop.best_round, t.select_metric),
     }
     if exp.privacy is not None:
         summary["privacy"] = exp.privacy.summary()

@@ -10,6 +10,7 @@ Only the chunk step and the server step are jitted; this function is the glue.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
@@ -21,6 +22,7 @@ from feddmr_jax.errors import ConfigError
 from feddmr_jax.federated.aggregation import (AGGREGATORS, Accumulator, add_row_decay,
                                               init_accumulator, mean_delta, server_update)
 from feddmr_jax.federated.robust import ROBUST_AGGREGATORS, init_buffer, robust_delta
+from feddmr_jax.federated.server_optimizers import touched_rows
 from feddmr_jax.federated.client import LocalStep, make_client_update
 from feddmr_jax.federated.private_store import attach_scores
 from feddmr_jax.federated.devices import Mesh, replicate, shard_clients
@@ -28,11 +30,12 @@ from feddmr_jax.federated.parallel import (ChunkData, initial_scores, make_chunk
                                            make_client_fn, make_sequential_step)
 from feddmr_jax.models.base import Leaves, Model
 from feddmr_jax.privacy.dp import DPSetting, noisy_mean
-from feddmr_jax.federated.secure_round import init_masked_accumulator, unmask
+from feddmr_jax.federated.secure_round import init_masked_accumulator, lone_members, unmask
 from feddmr_jax.host_memory import release_free_memory
 from feddmr_jax.privacy.secure_agg import MaskGraph
 
 Array = jax.Array
+log = logging.getLogger(__name__)
 
 
 class FedState(NamedTuple):
@@ -50,12 +53,24 @@ class FedState(NamedTuple):
 
 
 class RoundStats(NamedTuple):
-    """Diagnostics of one round (host floats)."""
+    """Diagnostics of one round (host floats).
+
+    Attributes:
+      train_loss: mean local training loss of the accepted uploads; NaN when no
+        upload was accepted (the global model did not move).
+      accepted: uploads the server took.
+      dropped: uploads rejected as non-finite.
+      unreported: sampled clients that never reported (fault injection).
+      aborted: secure aggregation aborted the round (a member of the sum had no
+        partner in it): no upload was applied; the participants keep the private
+        params of their local training, as real clients would.
+    """
 
     train_loss: float
     accepted: int
     dropped: int
     unreported: int = 0
+    aborted: bool = False
 
 
 class FederatedAlgorithm(NamedTuple):
@@ -175,7 +190,8 @@ def build_algorithm(model: Model, local_step: LocalStep | Callable[[Array], Loca
         ``round_index -> LocalStep`` (per-round schedules, see
         federated/client.py). The optimizer state is fresh every round.
       server_optimizer: applied to the negated mean delta; ``optax.sgd(1.0)``
-        is FedAvg.
+        is FedAvg (federated/server_optimizers.py: FedAvgM, FedAdam, FedYogi,
+        FedAdagrad, which leave the rows no upload touched frozen).
       cfg: the round's schedule, aggregation and execution (:class:`RoundConfig`).
       eval_items: ``[num_clients, M]`` evaluation candidates (validation then
         test) of every client, for the ``local`` evaluation mode: the private
@@ -242,7 +258,8 @@ def build_algorithm(model: Model, local_step: LocalStep | Callable[[Array], Loca
             delta = robust_delta(acc.buffer, aggregator, cfg.trim_fraction)
         else:
             delta = add_row_decay(mean_delta(acc, table_mean), acc, shared)
-        new_shared, opt_state = server_update(shared, opt_state, delta, server_optimizer)
+        touched = touched_rows(acc, dp=dp is not None, robust=robust)  # frozen elsewhere
+        new_shared, opt_state = server_update(shared, opt_state, delta, server_optimizer, touched)
         return new_shared, opt_state
 
     def init(key: Array) -> FedState:
@@ -284,10 +301,17 @@ def build_algorithm(model: Model, local_step: LocalStep | Callable[[Array], Loca
                 losses[i - MAX_CHUNKS_IN_FLIGHT].block_until_ready()
         loss_sum = jnp.sum(jnp.stack(losses)) if losses else jnp.zeros((), jnp.float32)
         if acc.masks is not None:
+            lone = lone_members(acc)
+            if lone:   # Bonawitz et al.'s server aborts the round: nothing is applied
+                log.warning("secure aggregation: round aborted, no update applied: %d "
+                            "client(s) in the sum have no partner in it (their updates would "
+                            "be exposed); raise train.secure_agg_neighbors", lone)
+                return (FedState(state.shared, state.server_opt_state, store),
+                        RoundStats(float("nan"), 0, int(acc.dropped), aborted=True))
             acc = unmask(acc)  # the server's first unmasked value: the round's sum
         shared, opt_state = server_step(state.shared, state.server_opt_state, acc, noise_key)
         accepted = int(acc.accepted)
-        stats = RoundStats(train_loss=float(loss_sum) / max(accepted, 1),
+        stats = RoundStats(train_loss=float(loss_sum) / accepted if accepted else float("nan"),
                            accepted=accepted, dropped=int(acc.dropped))
         return FedState(shared, opt_state, store), stats
 

@@ -279,6 +279,24 @@ def _mask_correction(sums: SecureUpload, graph: MaskGraph, self_revealed: Array,
     return jax.tree.map(lambda p, s: jnp.sum(p, axis=0, dtype=p.dtype) - s, pair, own)
 
 
+def lone_members(acc: Accumulator) -> int:
+    """How many members in the round's sum have no partner in it.
+
+    Such a member's pair masks all come off (its partners are absent) and so
+    does its self mask (it is present): a server that unmasked the round could
+    compute its update. Bonawitz et al.'s server aborts a round below its
+    threshold; ``FederatedAlgorithm.apply`` aborts a round with a lone member
+    (no update applied). A round whose sum is empty (every upload absent or
+    rejected) has none.
+
+    Args:
+      acc: accumulator whose ``masks`` is set, after the round's last chunk.
+    """
+    graph = acc.masks
+    return int(exposed_members(np.asarray(graph.partners), np.asarray(graph.valid),
+                               np.asarray(graph.absent)).sum())
+
+
 def unmask(acc: Accumulator) -> Accumulator:
     """The plain (float) sums of the round, once every chunk is in.
 
@@ -286,8 +304,9 @@ def unmask(acc: Accumulator) -> Accumulator:
     by absent members (:func:`~feddmr_jax.privacy.secure_agg.revealed_seeds`),
     and decodes the fixed-point sums; the result equals the plain accumulator
     of the same round up to the encoding's rounding (weights and row weights
-    exactly). Logs a warning when a member in the sum has no partner in it
-    (its update would be exposed; the real protocol aborts such a round).
+    exactly). A round in which a member of the sum has no partner in it must be
+    aborted instead (:func:`lone_members`; the real protocol aborts it): its
+    update would be exposed, and this function refuses it.
 
     Args:
       acc: accumulator whose ``masks`` is set.
@@ -298,15 +317,14 @@ def unmask(acc: Accumulator) -> Accumulator:
     Raises:
       SecureAggOverflow: an accepted upload had to saturate a value (the sum
         would otherwise have wrapped around).
+      ValueError: a member of the sum has no partner in it (:func:`lone_members`).
     """
     graph = acc.masks
     absent_host = np.asarray(graph.absent)
     self_revealed, pair_revealed = revealed_seeds(absent_host)
-    exposed = exposed_members(np.asarray(graph.partners), np.asarray(graph.valid), absent_host)
-    if exposed.any():
-        log.warning("secure aggregation: %d client(s) in the sum have no partner in it, so "
-                    "a real server could compute their updates (the protocol would abort "
-                    "this round); raise train.secure_agg_neighbors", int(exposed.sum()))
+    if lone_members(acc):
+        raise ValueError("secure aggregation: a member of the sum has no partner in it; "
+                         "the round must be aborted, not unmasked (lone_members)")
     absent = np.flatnonzero(pair_revealed)
     size = 1 << int(np.ceil(np.log2(max(len(absent), 1))))       # few compiled sizes
     pos = np.zeros(size, np.int32)

@@ -26,6 +26,14 @@ WIDTH_ALIGN = 8     # class widths below the batch size are multiples of this
 # faster but train a slot far faster still, so for them this undercounts a program's cost:
 # auto_class_count then keeps more classes than their optimum, never fewer.
 PROGRAM_SLOTS = 500_000
+# How many rounds a plan is costed for (auto_class_count's ``slot_rounds`` is this times
+# local epochs times the fraction of clients per round). A constant, not ``train.rounds``:
+# the chunking sets the order in which the server sums client updates, so a plan that
+# followed the run's length would make round r's result depend on how many rounds the run
+# will have, and a run extended with --resume would differ from one of N rounds from the
+# start (and compile new programs). 20 is the default run length: the short synthetic main
+# job keeps 2 programs, ml-100k keeps all 6 of the power-of-two rule.
+PLAN_ROUNDS = 20
 
 
 def _pow2_ceil(x: np.ndarray) -> np.ndarray:

@@ -119,11 +119,37 @@ def build_privacy_plan(train_cfg: Any, num_users: int, clients_per_round: int
             epsilons = (None,) * t.rounds
     clip = t.secure_agg_clip() if t.secure_agg else None
     if t.secure_agg:
+        check_secure_members(clients_per_round, t.faults())
         check_secure_range(clip, clients_per_round, int(t.secure_agg_bits))
     root = jax.random.fold_in(jax.random.key(t.seed), PRIVACY_TAG)
     return PrivacyPlan(dp, delta, q, t.dp_accountant, epsilons, bool(t.secure_agg),
                        int(t.secure_agg_neighbors), int(t.secure_agg_bits), int(t.seed),
                        root, t.table_mean, clip)
+
+
+def check_secure_members(clients_per_round: int, faults: Any) -> None:
+    """Refuses a secure-aggregation run in which every round would have a lone member.
+
+    A sum of one masked upload is that upload in the clear once its masks are
+    removed. With fewer than 2 clients per round, or fault injection that leaves
+    fewer than 2 uploads in every round's sum (``round(fraction * m)`` clients
+    drop out or upload NaN, federated/faults.py), refuse at build time; a round
+    in which dropouts happen to leave a member without partners is aborted at
+    run time (``federated/secure_round.lone_members``).
+
+    Args:
+      clients_per_round: participants sampled per round ``m``.
+      faults: the run's :class:`~feddmr_jax.federated.faults.FaultConfig`.
+    """
+    if clients_per_round < 2:
+        raise ConfigError(f"train.secure_agg needs at least 2 clients per round, got "
+                          f"{clients_per_round}: one client's masked upload is its update in "
+                          "the clear once the masks come off")
+    absent = sum(int(round(f * clients_per_round)) for f in (faults.dropout, faults.nan))
+    if clients_per_round - absent == 1:
+        raise ConfigError(f"train.secure_agg: fault injection removes {absent} of the "
+                          f"{clients_per_round} clients of every round (client_dropout, "
+                          "fault_nan), leaving 1 upload in the sum: its update in the clear")
 
 
 def check_secure_range(clip: float | None, members: int, bits: int) -> None:
