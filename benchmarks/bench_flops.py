@@ -50,8 +50,8 @@ import numpy as np
 from jax.extend.core import ClosedJaxpr, Jaxpr, jaxpr_as_fun, jaxprs_in_params
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
-from _common import median, rounded  # noqa: E402
+import bench_common  # noqa: E402
+from bench_common import median, rounded  # noqa: E402
 from bench_round import (DEFAULT_MODELS, MODEL_CONFIGS, base_config,  # noqa: E402
                          one_class_participants)
 
@@ -197,10 +197,10 @@ def bench_model(cfg, args: argparse.Namespace) -> dict:
     train_s = []
     for r in range(1, args.warmup + args.rounds + 1):
         # planned first: train_s is the compiled programs' time alone (FLOP rates)
-        state, timing = _common.timed_round(exp, state, r, participants=fixed, lazy=False)
+        state, timing = bench_common.timed_round(exp, state, r, participants=fixed, lazy=False)
         if r > args.warmup:
             train_s.append(timing.train_s)
-    participants = fixed if fixed is not None else _common.participants_of(exp, 1)
+    participants = fixed if fixed is not None else bench_common.participants_of(exp, 1)
     t = time.perf_counter()
     flops = round_flops(exp, participants, 1, tuple(args.analysis.split(",")))
     flops["cost_analysis_s"] = time.perf_counter() - t
@@ -211,13 +211,13 @@ def bench_model(cfg, args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    p = _common.arg_parser(__doc__)
+    p = bench_common.arg_parser(__doc__)
     p.add_argument("--quick", action="store_true",
                    help="feddmr only, --one-class 64, 1 timed round, short peak")
     p.add_argument("--models", default=None,
                    help=f"comma-separated, from {', '.join(MODEL_CONFIGS)} "
                         f"(default {DEFAULT_MODELS}; quick feddmr)")
-    _common.add_round_source_args(p)
+    bench_common.add_round_source_args(p)
     p.add_argument("--rounds", type=int, default=None, help="timed rounds (default 2; quick 1)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--model-args", default="", help="model config overrides (all models)")
@@ -231,9 +231,9 @@ def main() -> None:
     p.add_argument("--matmul-n", type=int, default=2048, help="size of the peak matmul")
     p.add_argument("--peak-seconds", type=float, default=None,
                    help="seconds per peak measurement (default 3; quick 1)")
-    _common.add_output_args(p, "bench_flops[_quick]")
+    bench_common.add_output_args(p, "bench_flops[_quick]")
     args = p.parse_args()
-    args.out = args.out or _common.default_out("bench_flops" + ("_quick" if args.quick else ""),
+    args.out = args.out or bench_common.default_out("bench_flops" + ("_quick" if args.quick else ""),
                                            args.save)
     args.models = args.models or ("feddmr" if args.quick else DEFAULT_MODELS)
     args.rounds = args.rounds or (1 if args.quick else 2)
@@ -267,7 +267,7 @@ def main() -> None:
     rows = [[name, r["clients_per_round"], r["flops_per_round"], r["flops_lowered_per_round"],
              r["flops_loops_once_per_round"], r["example_fill"], r["train_s"],
              r["achieved_flops_per_s"], r["utilization"]] for name, r in results.items()]
-    _common.print_table(["model", "clients", f"FLOPs/round ({args.analysis.split(',')[0]})",
+    bench_common.print_table(["model", "clients", f"FLOPs/round ({args.analysis.split(',')[0]})",
                          "(lowered HLO)", "(loops once)", "example fill", "train s", "FLOP/s",
                          "utilization"],
                         rows)
@@ -287,12 +287,12 @@ def main() -> None:
         "peak_flops_per_s_f32_highest": rounded(peak["highest"]),
         "utilization": rounded(head["utilization"], 3),
         "analysis": args.analysis.split(",")[0], "matmul_n": args.matmul_n,
-        **_common.device_info(),
+        **bench_common.device_info(),
         "one_class": args.one_class, "timed_rounds": args.rounds,
-        "models": {name: _common.rounded_tree(r) for name, r in results.items()},
+        "models": {name: bench_common.rounded_tree(r) for name, r in results.items()},
         "config": configs[names[0]],
     }
-    _common.emit(figures, args.out)
+    bench_common.emit(figures, args.out)
     if cache_dir is not None:
         cache_dir.cleanup()
 

@@ -19,7 +19,7 @@ Each side runs ``--warmup`` rounds (compilation; their seconds are reported as
 is the median. A round runs as ``train`` runs it: each chunk is packed (its
 training negatives drawn) when the round reaches it, while the device trains the
 chunks before it; ``plan_s`` is the host's packing time inside the round and
-``train_s`` the rest of its wall time (``_common.RoundTiming``). ``--loop-clients
+``train_s`` the rest of its wall time (``bench_common.RoundTiming``). ``--loop-clients
 K`` times the loop on about K of the round's participants, taken evenly from
 every shape class, planned first, and scales its training time by the ratio of
 padded example slots (stated in the output as ``loop_scale``).
@@ -49,8 +49,8 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
-from _common import RoundTiming, median, rounded  # noqa: E402
+import bench_common  # noqa: E402
+from bench_common import RoundTiming, median, rounded  # noqa: E402
 
 from feddmr_jax import config as config_lib  # noqa: E402
 from feddmr_jax.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
@@ -65,10 +65,10 @@ MODEL_CONFIGS: dict[str, Callable[[RunConfig], RunConfig]] = {
     "feddmr": lambda cfg: cfg,
     # The light model until PFedRec is wired in: FedDMR without the attention
     # layers (user embedding and item row straight into the MLP head).
-    "feddmr_no_attention": lambda cfg: _common.replace(cfg, model={"attention": False}),
+    "feddmr_no_attention": lambda cfg: bench_common.replace(cfg, model={"attention": False}),
     # PFedRec with its method's [train] defaults (reference values and chunk size,
     # methods/pfedrec.py); apply_overrides retypes [model].
-    "pfedrec": lambda cfg: _common.with_overrides(
+    "pfedrec": lambda cfg: bench_common.with_overrides(
         cfg, train={"model": "pfedrec", **get_method("pfedrec").train_defaults}),
 }
 DEFAULT_MODELS = "feddmr,pfedrec,feddmr_no_attention"
@@ -78,8 +78,8 @@ def base_config(args: argparse.Namespace) -> RunConfig:
     data = DataConfig(dataset=args.dataset, data_dir=args.data_dir)
     cfg = RunConfig(data=data, train=TrainConfig(clients_per_round=args.clients_per_round,
                                                  checkpoint_every=0))
-    return _common.with_overrides(cfg, model=_common.parse_assignments(args.model_args),
-                                  train=_common.parse_assignments(args.train_args))
+    return bench_common.with_overrides(cfg, model=bench_common.parse_assignments(args.model_args),
+                                  train=bench_common.parse_assignments(args.train_args))
 
 
 def _rows(chunk: ChunkData, keep: np.ndarray) -> ChunkData:
@@ -135,12 +135,12 @@ def run_side(exp: Experiment, *, warmup: int, rounds: int, loop: bool,
             compile_s, compiles = watch.seconds, watch.compiles
             watch.reset()
         if loop and loop_clients is None:   # every client, packed lazily like the engine
-            state, timing = _common.timed_round(exp, state, r, participants=fixed,
+            state, timing = bench_common.timed_round(exp, state, r, participants=fixed,
                                                 per_chunk=real_clients)
             raw_train_s = timing.train_s
             kept = len(fixed) if fixed is not None else exp.clients_per_round
         elif loop:                           # a sample of clients: planned first, then scaled
-            participants = fixed if fixed is not None else _common.participants_of(exp, r)
+            participants = fixed if fixed is not None else bench_common.participants_of(exp, r)
             t0 = time.perf_counter()
             chunks = plan_round(exp.planner, participants, r)
             t1 = time.perf_counter()
@@ -153,7 +153,7 @@ def run_side(exp: Experiment, *, warmup: int, rounds: int, loop: bool,
             raw_train_s = time.perf_counter() - t2
             timing = RoundTiming(t1 - t0, raw_train_s * scale, stats)
         else:
-            state, timing = _common.timed_round(exp, state, r, participants=fixed)
+            state, timing = bench_common.timed_round(exp, state, r, participants=fixed)
             raw_train_s = timing.train_s
         if r <= warmup:  # as measured (compilation does not scale with clients)
             first_round_s += timing.plan_s + raw_train_s
@@ -201,13 +201,13 @@ def bench_model(cfg: RunConfig, args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    p = _common.arg_parser(__doc__)
+    p = bench_common.arg_parser(__doc__)
     p.add_argument("--quick", action="store_true",
                    help="--one-class 128 and 2 timed rounds (a CPU smoke check)")
     p.add_argument("--models", default=DEFAULT_MODELS,
                    help=f"comma-separated, from {', '.join(MODEL_CONFIGS)} "
                         f"(default {DEFAULT_MODELS})")
-    _common.add_round_source_args(p)
+    bench_common.add_round_source_args(p)
     p.add_argument("--rounds", type=int, default=None, help="timed rounds (default 3; quick 2)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (compilation)")
     p.add_argument("--loop-clients", type=int, default=None,
@@ -219,9 +219,9 @@ def main() -> None:
                    help="train config overrides, e.g. 'chunk_size=128,local_epochs=2'")
     p.add_argument("--compile-cache", action="store_true",
                    help="use the persistent compilation cache (compile_s then measures hits)")
-    _common.add_output_args(p, "bench_round[_quick]")
+    bench_common.add_output_args(p, "bench_round[_quick]")
     args = p.parse_args()
-    args.out = args.out or _common.default_out("bench_round" + ("_quick" if args.quick else ""),
+    args.out = args.out or bench_common.default_out("bench_round" + ("_quick" if args.quick else ""),
                                            args.save)
     args.rounds = args.rounds or (2 if args.quick else 3)
     if args.quick and args.one_class is None:
@@ -252,7 +252,7 @@ def main() -> None:
                          s["plan_s"], s["train_s"], s["seconds_per_round"],
                          s["clients_per_round"] / s["seconds_per_round"],
                          res.get("speedup") if side == "loop" else None])
-    _common.print_table(["model", "side", "clients timed", "compile s", "first round s",
+    bench_common.print_table(["model", "side", "clients timed", "compile s", "first round s",
                          "plan s", "train s", "s/round", "clients/s", "speedup"], rows)
     for name, res in results.items():
         loop = res.get("loop")
@@ -285,15 +285,15 @@ def main() -> None:
         "slots_filled": rounded(head["slots_filled"]["row_fill"], 3),
         "step_slots_filled": rounded(head["slots_filled"]["step_fill"], 3),
         "loop_compile_seconds": rounded(loop["compile_s"]) if loop else None,
-        **_common.device_info(),
+        **bench_common.device_info(),
         "compile_cache": str(cache) if cache else None,
         "timed_rounds": args.rounds, "warmup_rounds": args.warmup,
         "one_class": args.one_class, "loop_clients": args.loop_clients,
-        "models": {name: _common.rounded_tree(res) for name, res in results.items()},
+        "models": {name: bench_common.rounded_tree(res) for name, res in results.items()},
         "config": configs[head_name],
         "model_configs": {name: c["model"] for name, c in configs.items()},
     }
-    _common.emit(figures, args.out)
+    bench_common.emit(figures, args.out)
 
 
 if __name__ == "__main__":

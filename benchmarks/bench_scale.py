@@ -46,8 +46,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
-from _common import median, rounded  # noqa: E402
+import bench_common  # noqa: E402
+from bench_common import median, rounded  # noqa: E402
 
 DEFAULT_SIZES = "10000,100000,1000000"
 QUICK_SIZES = "1000,10000"
@@ -69,17 +69,17 @@ def child(args: argparse.Namespace) -> dict:
                                     synthetic_items=args.items,
                                     synthetic_interactions=args.interactions),
                     train=TrainConfig(checkpoint_every=0))
-    cfg = _common.with_overrides(cfg, model=_common.parse_assignments(args.model_args),
-                                 train=_common.parse_assignments(args.train_args))
-    rss_start = _common.proc_status_mb("VmRSS")
+    cfg = bench_common.with_overrides(cfg, model=bench_common.parse_assignments(args.model_args),
+                                 train=bench_common.parse_assignments(args.train_args))
+    rss_start = bench_common.proc_status_mb("VmRSS")
     t0 = time.perf_counter()
     exp = build_experiment(cfg)
     state = exp.algorithm.init(exp.keys["init"])
     jax.block_until_ready(state)
     build_s = time.perf_counter() - t0
-    build_rss = _common.proc_status_mb("VmRSS")
-    build_peak = _common.proc_status_mb("VmHWM")
-    reset = _common.reset_peak_rss()
+    build_rss = bench_common.proc_status_mb("VmRSS")
+    build_peak = bench_common.proc_status_mb("VmHWM")
+    reset = bench_common.reset_peak_rss()
 
     watch = CompileWatch()
     timings, first_round_s, compile_s, warmup_peak, timed_start_rss = [], 0.0, 0.0, None, None
@@ -87,16 +87,16 @@ def child(args: argparse.Namespace) -> dict:
         if r == args.warmup + 1:
             compile_s = watch.seconds
             watch.reset()
-            timed_start_rss = _common.proc_status_mb("VmRSS")
+            timed_start_rss = bench_common.proc_status_mb("VmRSS")
             if reset:
-                warmup_peak = _common.proc_status_mb("VmHWM")
-                _common.reset_peak_rss()
-        state, timing = _common.timed_round(exp, state, r)   # lazy, as train runs it
+                warmup_peak = bench_common.proc_status_mb("VmHWM")
+                bench_common.reset_peak_rss()
+        state, timing = bench_common.timed_round(exp, state, r)   # lazy, as train runs it
         if r <= args.warmup:
             first_round_s += timing.total_s
         else:
             timings.append(timing)
-    round_peak = _common.proc_status_mb("VmHWM") if reset else None
+    round_peak = bench_common.proc_status_mb("VmHWM") if reset else None
     peak = max(x for x in (build_peak, warmup_peak, round_peak) if x is not None)
     data_mb = loaded_data_mb(exp)
     seconds = median([t.total_s for t in timings])
@@ -122,10 +122,10 @@ def child(args: argparse.Namespace) -> dict:
         "data_mb": data_mb, "store_mb": _mb(state.private_store),
         "peak_rss_minus_data_mb": peak - data_mb,
         "slot_fill": exp.planner.slot_fill()._asdict(),
-        **_common.device_memory_mb(),
+        **bench_common.device_memory_mb(),
         "train_loss": timings[-1].stats.train_loss,
         "config": config_lib.to_dict(cfg),
-        "device_info": _common.device_info(),
+        "device_info": bench_common.device_info(),
     }
 
 
@@ -194,7 +194,7 @@ def flatness(results: list[dict]) -> dict:
 
 
 def main() -> None:
-    p = _common.arg_parser(__doc__)
+    p = bench_common.arg_parser(__doc__)
     p.add_argument("--quick", action="store_true",
                    help=f"sizes {QUICK_SIZES}, {QUICK_ITEMS} items, {QUICK_MODEL_ARGS}, "
                         "1 timed round")
@@ -212,10 +212,10 @@ def main() -> None:
                    help="train config overrides, e.g. 'chunk_size=128,clients_per_round=10000'")
     p.add_argument("--size-timeout", type=float, default=None,
                    help="seconds allowed per size (default: none)")
-    _common.add_output_args(p, "bench_scale[_quick]")
+    bench_common.add_output_args(p, "bench_scale[_quick]")
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
-    args.out = args.out or _common.default_out("bench_scale" + ("_quick" if args.quick else ""),
+    args.out = args.out or bench_common.default_out("bench_scale" + ("_quick" if args.quick else ""),
                                            args.save)
     args.rounds = args.rounds or (1 if args.quick else 2)
     args.items = args.items or (QUICK_ITEMS if args.quick else 50_000)
@@ -242,7 +242,7 @@ def main() -> None:
                      r["client_updates_per_s"], r["compile_s"], r["build_s"],
                      r["build_rss_mb"], r["round_peak_rss_mb"], r["peak_rss_mb"],
                      r["peak_rss_minus_data_mb"], r.get("device_peak_mb")])
-    _common.print_table(["clients", "s/round", "data MB", "train s", "updates/s", "compile s",
+    bench_common.print_table(["clients", "s/round", "data MB", "train s", "updates/s", "compile s",
                          "build s", "build RSS MB", "round peak MB", "peak RSS MB",
                          "peak - data MB", "device peak MB"], rows)
     flat = flatness(results)
@@ -254,7 +254,7 @@ def main() -> None:
     for r in results:
         if r.get("compiles_in_timed_rounds"):
             print(f"[{r['clients']} clients] WARNING: compilations during timed rounds")
-    _common.emit(figures_of(results, args), args.out)
+    bench_common.emit(figures_of(results, args), args.out)
 
 
 def figures_of(results: list[dict], args: argparse.Namespace) -> dict:
@@ -281,7 +281,7 @@ def _write(figures: dict, out: str) -> None:
 
 
 def _compact(r: dict) -> dict:
-    return _common.rounded_tree({k: v for k, v in r.items()
+    return bench_common.rounded_tree({k: v for k, v in r.items()
                                  if k not in ("config", "device_info")})
 
 

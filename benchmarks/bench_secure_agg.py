@@ -18,7 +18,7 @@ import time
 
 import jax
 
-from _common import (add_output_args, arg_parser, default_data_dir, default_out, device_info,
+from bench_common import (add_output_args, arg_parser, default_data_dir, default_out, device_info,
                      emit, median, print_table, rounded)
 from feddmr_jax import config as config_lib
 from feddmr_jax.timing import enable_compilation_cache

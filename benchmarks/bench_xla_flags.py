@@ -31,8 +31,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
-from _common import median, rounded  # noqa: E402
+import bench_common  # noqa: E402
+from bench_common import median, rounded  # noqa: E402
 
 from bench_round import MODEL_CONFIGS  # noqa: E402
 
@@ -62,18 +62,18 @@ def run_bench_round(env_update: dict[str, str], args, out: Path) -> dict:
 
 
 def main() -> None:
-    p = _common.arg_parser(__doc__)
+    p = bench_common.arg_parser(__doc__)
     p.add_argument("--models", default="feddmr,pfedrec", help="bench_round model names")
     p.add_argument("--repeats", type=int, default=2, help="measurements per flag set")
     p.add_argument("--rounds", type=int, default=1, help="timed rounds per measurement")
-    p.add_argument("--data-dir", default=_common.default_data_dir())
+    p.add_argument("--data-dir", default=bench_common.default_data_dir())
     p.add_argument("--reuse", action="store_true",
                    help="reuse the measurements of an earlier run (runs/bench/"
                         "bench_xla_flags_part/) instead of measuring again")
-    _common.add_output_args(p, "bench_xla_flags")
+    bench_common.add_output_args(p, "bench_xla_flags")
     args = p.parse_args()
-    args.out = args.out or _common.default_out("bench_xla_flags", args.save)
-    scratch = Path(_common.default_out("bench_xla_flags_part")).with_suffix("")
+    args.out = args.out or bench_common.default_out("bench_xla_flags", args.save)
+    scratch = Path(bench_common.default_out("bench_xla_flags_part")).with_suffix("")
     scratch.mkdir(parents=True, exist_ok=True)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in names if m not in MODEL_CONFIGS]
@@ -89,7 +89,7 @@ def main() -> None:
             print(f"[{s}] repeat {rep + 1}/{args.repeats} ...", file=sys.stderr, flush=True)
             runs[s].append(run_bench_round(env, args, part))
     figures: dict = {"command": "python benchmarks/bench_xla_flags.py " + " ".join(sys.argv[1:]),
-                     "device": _common.device_info(),
+                     "device": bench_common.device_info(),
                      "method_options": {m: dict(get_method(method_of(m)).cpu_compiler_options)
                                         for m in names},
                      "load_average_at_end": os.getloadavg()[0], "models": {}}
@@ -105,10 +105,10 @@ def main() -> None:
         per["ratio"] = (per["xla_default"]["seconds_per_round"]
                         / per["method_default"]["seconds_per_round"])
         figures["models"][name] = per
-    _common.print_table(["model", "flags", "s/round", "compile s"], rows)
+    bench_common.print_table(["model", "flags", "s/round", "compile s"], rows)
     for name in names:
         print(f"{name}: xla_default / method_default = {figures['models'][name]['ratio']:.2f}x")
-    _common.emit(_common.rounded_tree(figures), args.out)
+    bench_common.emit(bench_common.rounded_tree(figures), args.out)
 
 
 if __name__ == "__main__":

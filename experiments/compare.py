@@ -20,34 +20,37 @@ Outputs under ``--out`` (default ``results/``):
 * ``compare_<dataset>_val_hr10.png``: validation HR@10 per round of every method
   (mean over seeds), if matplotlib is installed (``pip install .[plot]``);
 * ``runs/<dataset>/<method>/<point>/seed<k>/``: each run's ``config.json``,
-  ``metrics.jsonl`` and ``summary.json``.
+  ``metrics.jsonl``, ``summary.json`` (or ``diverged.json``) and ``data_fingerprint.json``.
 
-Resumable: a run whose ``summary.json`` holds the same config is not run again,
-and an interrupted run continues from its last checkpoint (every 10 rounds;
-checkpoints are deleted once a run is complete).
+A run that diverges (non-finite scores or loss, or an engine stop) is a row with
+``status`` ``diverged`` and its message; it is never chosen, the other runs go on.
+
+Resumable (``experiments/run_folder.py``): a finished or diverged run whose config is the
+same (``data.data_dir`` / ``data.data_path`` aside: the data's content is compared) is not
+run again, and an interrupted run continues from its last checkpoint (every 10 rounds;
+checkpoints are deleted once a run is complete). A finished run whose config changed
+elsewhere is an error naming the folder and the fields; ``--rerun-changed`` trains it
+again. While a run trains, a line per round on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import shutil
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from feddmr_jax import config as config_lib
-from feddmr_jax.checkpoint import CHECKPOINT_DIRNAME
-from feddmr_jax.errors import ConfigError
-from feddmr_jax.federated.private_store import PrivateStoreTooLarge
-from feddmr_jax.timing import enable_compilation_cache
-from feddmr_jax.train import train
-
-METRICS = ("hr@10", "ndcg@10", "auc", "precision@10")
+sys.path.insert(0, str(Path(__file__).resolve().parent))    # experiments/ is not a package
+from feddmr_jax import config as config_lib  # noqa: E402
+from feddmr_jax.errors import ConfigError  # noqa: E402
+from feddmr_jax.federated.private_store import PrivateStoreTooLarge  # noqa: E402
+from feddmr_jax.timing import enable_compilation_cache  # noqa: E402
+from run_folder import RunDiverged, run_one  # noqa: E402
+from runs_io import (METRICS, diverged_fields, is_ok, parse_seeds, parse_set,  # noqa: E402
+                     pyplot, run_config, val_curve, write_rows)
 DATASETS = ("ml-100k", "lastfm-2k", "amazon-video")     # + ml-1m when its files are present
 
 
@@ -90,14 +93,6 @@ SPECS: dict[str, Spec] = {
 DEFAULT_METHODS = "fedmf,fedncf,pfedrec,fedrap,feddmr,feddmr_no_attention"
 
 
-def _nest(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for key, value in flat.items():
-        section, _, name = key.partition(".")
-        out.setdefault(section, {})[name] = value
-    return out
-
-
 def point_tag(point: dict[str, Any]) -> str:
     return ",".join(f"{k.split('.', 1)[1]}={v}" for k, v in point.items()) or "default"
 
@@ -106,56 +101,28 @@ def build_run_config(spec: Spec, point: dict[str, Any], *, dataset: str, seed: i
                      rounds: int, data_dir: str | None,
                      extra: dict[str, Any]) -> config_lib.RunConfig:
     """The run's config: model defaults, then ``extra`` (--set), ``spec.fixed``, the point."""
-    raw = _nest({"data.dataset": dataset, "train.model": spec.model, "train.rounds": rounds,
-                 "train.seed": seed, "train.eval_every": 1, "train.keep_checkpoints": 1,
-                 **({"data.data_dir": data_dir} if data_dir else {}),
-                 **extra, **spec.fixed, **point})
-    cfg = config_lib.build_config(raw, source=f"compare.py ({spec.model})")
-    cfg.validate()
-    return cfg
+    return run_config(spec.model, {**spec.fixed, **point}, dataset=dataset, seed=seed,
+                      rounds=rounds, data_dir=data_dir, extra=extra,
+                      source=f"compare.py ({spec.model})")
 
 
-def run_one(cfg: config_lib.RunConfig, run_dir: Path) -> dict[str, Any]:
-    """Trains (or reuses / resumes) one run; returns its summary."""
-    wanted = json.loads(json.dumps(config_lib.to_dict(cfg)))
-    summary_path = run_dir / "summary.json"
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        if summary["config"] == wanted:
-            return summary
-        print(f"  {run_dir}: config changed, running again", file=sys.stderr)
-        shutil.rmtree(run_dir)
-    config_path, ckpt = run_dir / "config.json", run_dir / CHECKPOINT_DIRNAME
-    resume = (config_path.exists() and json.loads(config_path.read_text()) == wanted
-              and ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir()))
-    if run_dir.exists() and not resume:
-        shutil.rmtree(run_dir)
-    summary = train(cfg, run_dir, progress=False, resume=resume)
-    shutil.rmtree(ckpt, ignore_errors=True)           # complete: keep only the results
-    return summary
+RESULT_COLUMNS = [*(f"{split}_{m}" for split in ("val", "test") for m in METRICS),
+                  "best_round", "seconds_per_round"]
 
 
-def val_curve(run_dir: Path) -> list[tuple[int, float]]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [(r["round"], r["val"]["hr@10"]) for r in map(json.loads, lines) if "val" in r]
-
-
-def row_of(method: str, seed: int, point: dict[str, Any], summary: dict[str, Any]) -> dict:
+def row_of(method: str, seed: int, point: dict[str, Any],
+           summary: dict[str, Any] | RunDiverged) -> dict:
+    """The CSV row of one run: its summary's figures, or (diverged) empty cells and why."""
     row = {"method": method, "seed": seed, "hyperparams": json.dumps(point, sort_keys=True)}
+    if isinstance(summary, RunDiverged):
+        return {**row, **diverged_fields(RESULT_COLUMNS, summary.message)}
+    row["status"] = "ok"
     for split in ("val", "test"):
         for m in METRICS:
             row[f"{split}_{m}"] = summary[split][m]
-    row.update(best_round=summary["best_round"], seconds_per_round=summary["round_seconds"])
+    row.update(best_round=summary["best_round"], seconds_per_round=summary["round_seconds"],
+               message="")
     return row
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _mean_std(values: list[float], digits: int = 4) -> str:
@@ -166,6 +133,9 @@ def _mean_std(values: list[float], digits: int = 4) -> str:
 
 def markdown(dataset: str, rows: list[dict], notes: list[str], command: str) -> str:
     """Mean ± std over seeds of every method's chosen point, plus FedDMR vs the best baseline."""
+    notes = [*notes, *(f"{r['method']} seed {r['seed']} diverged: {r['message']}"
+                       for r in rows if not is_ok(r))]
+    rows = [r for r in rows if is_ok(r)]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     lines = [f"# {dataset}: comparison", "", f"Command: `{command}`", "",
              "Test metrics at each run's best validation HR@10 round; hyperparameters chosen "
@@ -194,13 +164,8 @@ def markdown(dataset: str, rows: list[dict], notes: list[str], command: str) -> 
 
 
 def plot(path: Path, curves: dict[str, list[list[tuple[int, float]]]], dataset: str) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        warnings.warn("matplotlib is not installed (pip install .[plot]): no convergence plot",
-                      stacklevel=2)
+    plt = pyplot("convergence plot")
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method, runs in curves.items():
@@ -228,52 +193,45 @@ def compare_dataset(dataset: str, methods: list[str], seeds: list[int], args, ex
             data_dir=args.data_dir, extra=extra)
         run_dir = lambda point, seed: (out / "runs" / dataset / method  # noqa: E731
                                        / point_tag(point) / f"seed{seed}")
+
+        def run(point, seed):
+            """The run's summary, or its RunDiverged; a line on stderr either way."""
+            name, start = f"{dataset} {method} {point_tag(point)} seed {seed}", time.perf_counter()
+            try:
+                summary = run_one(make(point, seed), run_dir(point, seed), name=name,
+                                  rerun_changed=args.rerun_changed)
+            except RunDiverged as e:
+                print(f"{name}: diverged ({e.message}); not chosen", file=sys.stderr)
+                return e
+            print(f"{name}: val hr@10 {summary['val']['hr@10']:.4f} "
+                  f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+            return summary
+
         try:
             tried = []
             for point in grid:
-                start = time.perf_counter()
-                summary = run_one(make(point, seeds[0]), run_dir(point, seeds[0]))
-                tried.append((point, summary))
+                summary = run(point, seeds[0])
                 grid_rows.append(row_of(method, seeds[0], point, summary))
-                print(f"{dataset} {method} {point_tag(point)} seed {seeds[0]}: val hr@10 "
-                      f"{summary['val']['hr@10']:.4f} ({time.perf_counter() - start:.0f} s)",
-                      file=sys.stderr)
+                if not isinstance(summary, RunDiverged):
+                    tried.append((point, summary))
         except PrivateStoreTooLarge as e:    # FedRAP's [U, I, d] store above train.max_private_gb
             notes.append(f"{method} skipped: {e}")
             print(f"{dataset} {method} skipped: {e}", file=sys.stderr)
             continue
+        if not tried:
+            notes.append(f"{method}: every grid point diverged")
+            continue
         best_point, best = max(tried, key=lambda ps: ps[1]["val"]["hr@10"])   # first on ties
-        summaries = [(seeds[0], best)]
-        for seed in seeds[1:]:
-            summaries.append((seed, run_one(make(best_point, seed), run_dir(best_point, seed))))
-            print(f"{dataset} {method} {point_tag(best_point)} seed {seed}: val hr@10 "
-                  f"{summaries[-1][1]['val']['hr@10']:.4f}", file=sys.stderr)
+        summaries = [(seeds[0], best)] + [(seed, run(best_point, seed)) for seed in seeds[1:]]
         rows += [row_of(method, seed, best_point, s) for seed, s in summaries]
-        curves[method] = [val_curve(run_dir(best_point, seed)) for seed, _ in summaries]
-    write_csv(out / f"compare_{dataset}.csv", rows)
-    write_csv(out / f"compare_{dataset}_grid.csv", grid_rows)
+        curves[method] = [val_curve(run_dir(best_point, seed)) for seed, s in summaries
+                          if not isinstance(s, RunDiverged)]
+    write_rows(out / f"compare_{dataset}.csv", rows)
+    write_rows(out / f"compare_{dataset}_grid.csv", grid_rows)
     (out / f"compare_{dataset}.md").write_text(markdown(dataset, rows, notes, command))
-    if rows:
+    if any(is_ok(r) for r in rows):
         plot(out / f"compare_{dataset}_val_hr10.png", curves, dataset)
     return rows
-
-
-def parse_set(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or "." not in key:
-            raise SystemExit(f"--set expects SECTION.KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def parse_seeds(text: str) -> list[int]:
-    parts = [int(p) for p in text.split(",") if p.strip()]
-    return list(range(parts[0])) if len(parts) == 1 else parts
 
 
 def default_datasets(data_dir: str | None) -> list[str]:
@@ -295,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None, help="dataset folder (default $FEDDMR_DATA_DIR)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="a value for every run, e.g. data.synthetic_users=40 (repeatable)")
+    p.add_argument("--rerun-changed", action="store_true",
+                   help="delete and train again a finished run whose config changed (without: "
+                        "an error naming the run and the fields; data.data_dir/data_path "
+                        "spelling is not a change, the data's content is compared)")
     args = p.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in SPECS]

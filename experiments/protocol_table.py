@@ -29,10 +29,11 @@ from pathlib import Path
 
 from feddmr_jax import cli_flags
 from feddmr_jax import config as config_lib
+from feddmr_jax.errors import ConfigError
 from feddmr_jax.timing import enable_compilation_cache
 
 sys.path.insert(0, str(Path(__file__).parent))
-from compare import run_one  # noqa: E402  (experiments/ is not a package)
+from run_folder import RunDiverged, run_one  # noqa: E402  (experiments/ is not a package)
 
 METRICS = ("hr@10", "ndcg@10", "auc", "precision@10")
 REFERENCE = ("--tie-break", "row", "--train-negatives", "reference", "--eval-mode", "local")
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default=",".join(RUNS), help="comma list of rows to run")
     p.add_argument("--out", default="results/protocol100", help="run folders and CSV")
     p.add_argument("--save", action="store_true", help="write docs/results/protocol_ml-100k.csv")
+    p.add_argument("--rerun-changed", action="store_true",
+                   help="train again a finished run whose config changed (else an error)")
     args = p.parse_args(argv)
     enable_compilation_cache()
     out = Path(args.out)
@@ -82,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = str(Path(args.data_dir) / sub) if sub != "." else args.data_dir
         cmd = command(model, data_dir, flags, rounds or args.rounds)
         cfg = parse_train_flags(cmd)
-        summary = run_one(cfg, out / "runs" / name)
+        try:
+            summary = run_one(cfg, out / "runs" / name, name=name,
+                              rerun_changed=args.rerun_changed)
+        except (ConfigError, RunDiverged) as e:
+            print(f"protocol_table.py: error: {e}", file=sys.stderr)
+            return 2
         row = {"name": name, "command": shlex.join(cmd), "eval_mode": summary["eval_mode"],
                "best_round": summary["best_round"], "rounds": summary["rounds_run"]}
         for split in ("val", "test"):

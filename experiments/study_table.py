@@ -4,9 +4,10 @@
     python experiments/study_table.py results/feddmr_study results/feddmr_study_s5   # a follow-up
 
 Prints, per method, the screen points in the order they ran (validation figures only, as the
-search saw them), then the confirmed points' **test** figures at the best validation round,
-mean ± std over seeds, and FedDMR's relative difference to the best baseline on each metric
-(the paper's claim is about AUC and Precision@10). This script reports; it chooses nothing
+search saw them; a diverged run says so), then the confirmed points' **test** figures at the
+best validation round, mean ± std over seeds (a point with a diverged seed is left out), and
+FedDMR's relative difference to the best baseline on each metric (the paper's claim is about
+AUC and Precision@10). This script reports; it chooses nothing
 (the choice is the study's, on validation: ``study_chosen.json``).
 
 Several folders: a later folder's rows of a method replace the earlier folders' rows of that
@@ -26,7 +27,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import METRICS  # noqa: E402  (the metrics the study's CSV holds, one list)
+from runs_io import METRICS, is_ok  # noqa: E402  (the study's CSV columns, its status)
 
 
 def read_rows(folder: Path) -> list[dict]:
@@ -59,7 +60,10 @@ def screen_table(rows: list[dict]) -> str:
     lines = ["| method | step | knob | point | val HR@10 | val AUC | best round | s/round |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        if r["stage"].startswith("screen"):
+        if r["stage"].startswith("screen") and not is_ok(r):
+            lines.append(f"| {r['method']} | {r['step']} | {r['knob']} | `{r['point']}` | "
+                         f"diverged | | | |")
+        elif r["stage"].startswith("screen"):
             lines.append(f"| {r['method']} | {r['step']} | {r['knob']} | `{r['point']}` | "
                          f"{float(r['val_hr@10']):.4f} | {float(r['val_auc']):.4f} | "
                          f"{r['best_round']} | {float(r['s_per_round']):.2f} |")
@@ -67,10 +71,13 @@ def screen_table(rows: list[dict]) -> str:
 
 
 def confirm_summary(rows: list[dict]) -> list[dict]:
-    """One row per (method, confirmed point): mean and std over seeds of val and test."""
+    """One row per (method, confirmed point): mean and std over seeds of val and test.
+    A point with a diverged seed is left out (the study never chooses it)."""
     groups: dict[tuple[str, str], list[dict]] = {}
+    bad = {(r["method"], r["point_id"]) for r in rows
+           if r["stage"].startswith("confirm") and not is_ok(r)}
     for r in rows:
-        if r["stage"].startswith("confirm"):
+        if r["stage"].startswith("confirm") and (r["method"], r["point_id"]) not in bad:
             groups.setdefault((r["method"], r["point_id"]), []).append(r)
     out = []
     for (method, pid), runs in groups.items():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import _common  # noqa: E402
+import bench_common  # noqa: E402
 import bench_flops  # noqa: E402
 
 from feddmr_jax import config as config_lib  # noqa: E402
@@ -42,7 +42,7 @@ def test_bench_flops_counts_every_minibatch_step(exp):
 @pytest.mark.parametrize("lazy", [True, False])
 def test_timed_round_trains_the_whole_round(exp, lazy):
     state = exp.algorithm.init(exp.keys["init"])
-    state, timing = _common.timed_round(exp, state, 1, lazy=lazy)
+    state, timing = bench_common.timed_round(exp, state, 1, lazy=lazy)
     assert timing.stats.accepted == exp.clients_per_round
     assert timing.plan_s > 0 and timing.train_s > 0
     assert np.isfinite(timing.stats.train_loss)

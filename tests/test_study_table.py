@@ -81,3 +81,18 @@ def test_a_follow_up_replaces_a_method_and_its_chosen_point_is_compared(tmp_path
     assert "feddmr (`new`) vs the best baseline on test AUC (fedncf): +5.56%" in text
     assert text.count("| fedncf |") == 2                          # the baseline's rows kept
     assert "(fedncf): +5.56%" in text and "0.99" not in text.split("- feddmr")[1]
+
+
+def test_diverged_runs_are_marked_and_left_out(tmp_path, capsys):
+    diverged = {"status": "diverged", "best_round": "", "s_per_round": "", "message": "nan",
+                **{f"{s}_{m}": "" for s in ("val", "test") for m in study_table.METRICS}}
+    rows = [{**_row("feddmr", "screen30", "pbad", 0, 0.8, 0.05), **diverged},
+            {**_row("feddmr", "confirm100", "pa", 0, 0.86, 0.060), "status": "ok"},
+            {**_row("feddmr", "confirm100", "pa", 1, 0.88, 0.062), "status": "ok"},
+            {**_row("feddmr", "confirm100", "pb", 0, 0.99, 0.090), "status": "ok"},
+            {**_row("feddmr", "confirm100", "pb", 1, 0.99, 0.090), **diverged}]
+    _write(tmp_path, rows)
+    assert study_table.main([str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "| feddmr | 0 | confirm | `pbad` | diverged |" in text
+    assert "`pa`" in text and "`pb`" not in text          # pb has a diverged seed
