@@ -10,6 +10,8 @@ import numpy as np
 from feddmr_jax.config import DataConfig, RunConfig, TrainConfig
 from feddmr_jax.models.feddmr import FedDMRConfig
 
+from float_compare import adam_scale
+
 TINY_MODEL = FedDMRConfig(dim=8, heads=2, layers=2, history_len=6, norm="post")
 TINY_DATA = DataConfig(dataset="synthetic", synthetic_users=24, synthetic_items=40,
                        synthetic_interactions=8.0, eval_negatives=10)
@@ -30,3 +32,21 @@ def max_abs_diff(a, b) -> float:
     diffs = jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(
         np.asarray(x, np.float64) - np.asarray(y, np.float64)))) if np.size(x) else 0.0, a, b))
     return max(diffs) if diffs else 0.0
+
+
+def max_local_steps(exp, rounds: int = 1) -> int:
+    """The most optimizer steps one client of ``exp`` takes in ``rounds`` rounds:
+    ``local_epochs * ceil(examples / batch_size)`` of its largest client (examples =
+    positives x (1 + negatives), as the planner counts them), times ``rounds``."""
+    t = exp.cfg.train
+    examples = int(exp.planner.train.lengths.max()) * (1 + exp.planner.num_negatives)
+    return rounds * t.local_epochs * -(-examples // t.batch_size)
+
+
+def adam_reach(exp, rounds: int = 1) -> float:
+    """How far the client's Adam can move an element in ``rounds`` rounds of ``exp``:
+    its largest lr (network ``lr`` or ``embedding_lr``) per step, times
+    :func:`max_local_steps` (tests/float_compare.py: the scale of Adam-trained values)."""
+    t = exp.cfg.train
+    lr = max(t.lr, t.embedding_lr if t.embedding_lr is not None else t.lr)
+    return adam_scale(lr, max_local_steps(exp, rounds))

@@ -12,6 +12,7 @@ from feddmr_jax.models.base import Context, ModelParams
 from feddmr_jax.models.feddmr import FedDMRConfig, build_feddmr, encode
 
 import reference_round
+from float_compare import assert_trees_close
 
 CFG = FedDMRConfig(dim=8, heads=2, layers=2, history_len=5, norm="post")
 
@@ -29,7 +30,8 @@ def test_padded_slots_and_target_item_get_exactly_zero_weight():
     items = jnp.array([4, 7, 3])
     _, weights = encode(CFG, params, items, context)        # [B, L, H, 2, 2 + n]
     assert weights.shape == (3, 2, 2, 2, 7)
-    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-6)
+    # 7 softmax weights, each within a few ulps of itself, summed: 16 ulps of 1.
+    assert_trees_close(weights.sum(-1), np.ones(weights.shape[:-1]), ulps=16, what="sum")
     mem = weights[..., 2:]
     assert np.all(mem[..., 3:] == 0.0)                       # padding slots
     assert np.all(mem[0, ..., 1] == 0.0)                     # item 4 is history[1]
@@ -61,7 +63,9 @@ def test_shared_memory_projection_equals_per_example_attention():
     out, _ = layer.apply(variables, tokens, kv, mask, method=MemoryAttention.attend)
     for b in range(3):
         ref = _plain_attention(variables["params"], tokens[b], memory, mask[b], h)
-        np.testing.assert_allclose(out[b], ref, rtol=1e-5, atol=1e-6)
+        # Same math, other order: 8-term projections, a softmax over 6 slots, a 6-term
+        # weighted sum and an 8-term output projection (~30 roundings): 2**6 ulps.
+        assert_trees_close(out[b], ref, ulps=2**6, what=f"example {b}")
 
 
 def _plain_attention(p, tokens, memory, mask, h):
@@ -110,7 +114,9 @@ def test_pre_norm_layer_matches_hand_written_forward():
                                          mask[b], h)
         hidden = jnp.maximum(_layer_norm(x) @ f["dense_0"]["kernel"] + f["dense_0"]["bias"], 0)
         ref = x + hidden @ f["dense_1"]["kernel"] + f["dense_1"]["bias"]
-        np.testing.assert_allclose(out[b], ref, rtol=1e-4, atol=1e-5)
+        # Three layer norms, the attention above and a 16-wide FFN (~100 roundings of
+        # values as large as the output): 2**8 ulps.
+        assert_trees_close(out[b], ref, ulps=2**8, what=f"example {b}")
 
 
 def _init_layer(layer, tokens, memory, mask):
@@ -140,8 +146,12 @@ def test_one_head_attention_weights_hand_computed():
     for t, q in enumerate(([1.0, 0.0], [0.0, 2.0])):
         e = np.exp(keys @ np.array(q) / np.sqrt(2.0)) * valid
         expected = e / e.sum()
-        np.testing.assert_allclose(weights[0, 0, t], expected, rtol=1e-6)
-        np.testing.assert_allclose(out[0, t], expected @ keys, rtol=1e-5)
+        # float32 softmax of 5 logits (|q.k| < 3: exp within a few ulps) against float64:
+        # each weight within ~8 ulps of itself, so of the largest weight; 16 ulps.
+        assert_trees_close(weights[0, 0, t], expected, ulps=16, what=f"weights {t}")
+        # ... times keys (|k| <= 3), a 5-term sum: 32 ulps of the largest key.
+        assert_trees_close(out[0, t], expected @ keys, ulps=32, scale=np.abs(keys).max(),
+                           what=f"output {t}")
     assert weights[0, 0, :, 3].tolist() == [0.0, 0.0]                  # masked slot: exactly 0
 
 
@@ -161,7 +171,9 @@ def test_feddmr_logits_match_hand_written_forward(history_len):
     logits = model.apply(params, items, Context(history, hmask))
     expected = reference_round.feddmr_logits(_ref_params(params), items, history, hmask,
                                              cfg.heads)
-    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+    # Two post-norm layers (attention, FFN, 2 norms each) and the head MLP, written
+    # another way: ~200 roundings of values of the logits' size: 2**8 ulps.
+    assert_trees_close(logits, expected, ulps=2**8, what="logits")
 
 
 def test_no_attention_ablation_is_head_on_raw_embeddings():
@@ -177,7 +189,8 @@ def test_no_attention_ablation_is_head_on_raw_embeddings():
     f = np.concatenate([np.broadcast_to(u, e.shape), e, u * e], -1)
     hidden = np.maximum(f @ head["dense_0"]["kernel"] + head["dense_0"]["bias"], 0.0)
     expected = (hidden @ head["dense_1"]["kernel"] + head["dense_1"]["bias"])[:, 0]
-    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+    # The head MLP (a 24-term and an 8-term sum) in float32 against numpy: 2**6 ulps.
+    assert_trees_close(logits, expected, ulps=2**6, what="logits")
     assert set(params.shared.dense) == {"head"}
     assert set(_params(FedDMRConfig(dim=8, heads=2, layers=0))[1].shared.dense) == {"head"}
 

@@ -18,6 +18,7 @@ from feddmr_jax.models.fedrap import FedRAPConfig, build_fedrap
 from feddmr_jax.models.pfedrec import PFedRecConfig, build_pfedrec
 
 import reference_round
+from float_compare import SGD_STEP_ULPS, assert_trees_close
 
 NO_CONTEXT = Context(jnp.zeros((0,), jnp.int32), jnp.zeros((0,), bool))
 ITEMS3 = jnp.array([[1.0, 0.0], [0.0, 1.0], [2.0, -1.0]])
@@ -126,11 +127,12 @@ def test_pfedrec_local_step_matches_numpy():
     new, state, loss = jax.jit(step.step)(p, step.init(p), p.shared, batch)
     ref_table, ref_w, ref_b, ref_loss = numpy_pfedrec_step(
         table, w, b, items, labels, mask, 0.1, item_lr)
-    tol = dict(rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(new.private.dense["user_head"]["kernel"][:, 0], ref_w, **tol)
-    np.testing.assert_allclose(new.private.dense["user_head"]["bias"][0], ref_b, **tol)
-    np.testing.assert_allclose(new.shared.tables["items"], ref_table, **tol)
-    np.testing.assert_allclose(loss, ref_loss, **tol)
+    # float32 against float64: the head's, then the items' SGD update (SGD_STEP_ULPS each,
+    # of the largest value); the loss, a mean of 4 BCEs of 2-term logits: 2**4 ulps.
+    got = (new.private.dense["user_head"]["kernel"][:, 0], new.private.dense["user_head"]
+           ["bias"][0], new.shared.tables["items"])
+    assert_trees_close(got, (ref_w, ref_b, ref_table), ulps=2 * SGD_STEP_ULPS, what="params")
+    assert_trees_close(loss, ref_loss, ulps=2**4, what="loss")
     assert state == ()
 
 
@@ -173,11 +175,12 @@ def test_pfedrec_client_round_matches_numpy_loop():
         table, w, b, loss = numpy_pfedrec_step(table, w, b, ROW_ITEMS[idx], ROW_LABELS[idx],
                                                np.ones(len(idx), bool), 0.1, item_lr)
         losses.append(loss)
-    tol = dict(rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(result.shared.tables["items"], table, **tol)
-    np.testing.assert_allclose(result.private.dense["user_head"]["kernel"][:, 0], w, **tol)
-    np.testing.assert_allclose(result.private.dense["user_head"]["bias"][0], b, **tol)
-    np.testing.assert_allclose(result.loss, np.mean(losses), **tol)
+    # 4 batches of two SGD updates each (SGD_STEP_ULPS per update); the loss, a mean of
+    # 4 batch means of 2-term logits: 2**4 ulps.
+    got = (result.shared.tables["items"], result.private.dense["user_head"]["kernel"][:, 0],
+           result.private.dense["user_head"]["bias"][0])
+    assert_trees_close(got, (table, w, b), ulps=8 * SGD_STEP_ULPS, what="params")
+    assert_trees_close(result.loss, np.mean(losses), ulps=2**4, what="loss")
     np.testing.assert_array_equal(result.shared.tables["items"][2], shared.tables["items"][2])
 
 
@@ -277,17 +280,21 @@ def test_fedrap_client_round_matches_numpy_loop():
                                         cfg.step_decay ** t)
         losses.append(loss)
     personal, common, w, b = params
-    tol = dict(rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(result.private.tables["items_personal"], personal, **tol)
-    np.testing.assert_allclose(result.shared.tables["items"], common, **tol)
-    np.testing.assert_allclose(result.private.dense["user_head"]["kernel"][:, 0], w, **tol)
-    np.testing.assert_allclose(result.private.dense["user_head"]["bias"][0], b, **tol)
-    np.testing.assert_allclose(result.loss, np.mean(losses), **tol)
-    # Row 2 is in no batch: only weight decay moved it, by (1 - lr * wd * decay^t) per step.
+    # 4 SGD steps in float32 against float64 (SGD_STEP_ULPS each, of the largest param);
+    # the loss, a mean of 4 batch losses (a BCE ~0.7 minus a distance term of the same
+    # size: 2**4 ulps of 1, not of their small difference).
+    got = (result.private.tables["items_personal"], result.shared.tables["items"],
+           result.private.dense["user_head"]["kernel"][:, 0],
+           result.private.dense["user_head"]["bias"][0])
+    assert_trees_close(got, (personal, common, w, b), ulps=4 * SGD_STEP_ULPS, what="params")
+    assert_trees_close(result.loss, np.mean(losses), ulps=2**4, scale=1.0, what="loss")
+    # Row 2 is in no batch: only weight decay moved it, by (1 - lr * wd * decay^t) per step
+    # (each step rounds the row and its factor: 2 ulps of the row).
     shrink = np.prod([1 - cfg.lr_args * cfg.weight_decay * cfg.step_decay ** t
                       for t in range(4)])
-    np.testing.assert_allclose(result.shared.tables["items"][2],
-                               shrink * np.asarray(shared.tables["items"][2]), rtol=1e-5)
+    assert_trees_close(result.shared.tables["items"][2],
+                       shrink * np.asarray(shared.tables["items"][2]), ulps=4 * 2,
+                       what="decayed row")
 
 
 # ---------------------------------------------------------------- vmap and grad
@@ -313,9 +320,11 @@ def test_vmap_over_stacked_private_matches_loop(name):
     assert stacked_logits.shape == (3, 4)
     for c in range(3):
         private = jax.tree.map(lambda x: x[c], stacked_private)
-        np.testing.assert_allclose(stacked_logits[c],
-                                   model.apply(ModelParams(private, shared), items, NO_CONTEXT),
-                                   rtol=1e-6, atol=1e-6)
+        # The batched and the single program may sum a logit's terms (a 4-term dot, or
+        # FedNCF's MLP, ~30 roundings) in another order: 2**6 ulps of the logits.
+        assert_trees_close(stacked_logits[c],
+                           model.apply(ModelParams(private, shared), items, NO_CONTEXT),
+                           ulps=2**6, what=f"client {c}")
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))

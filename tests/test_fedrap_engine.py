@@ -18,7 +18,9 @@ from feddmr_jax.models import FedRAPConfig
 from feddmr_jax.train import (Interrupted, build_experiment, build_local_step,
                               evaluate_state, load_run_config, run_round, train)
 
-from engine_helpers import copy_tree, max_abs_diff, tiny_config
+from engine_helpers import copy_tree, max_abs_diff, max_local_steps, tiny_config
+from float_compare import (METRIC_ULPS, SGD_STEP_ULPS, assert_trees_close, assert_trees_equal,
+                           max_abs)
 
 # Mild learning rates (the reference's lr_args = 200 diverges on batches this small); no weight
 # decay by default (the tests of weight decay, below, turn it on).
@@ -48,13 +50,24 @@ def sparse_run():
     return _run(_config())
 
 
+def _assert_same_sgd_training(exp, rounds, a, b):
+    """Two ``rounds``-round FedRAP states of the same math, rounded in another order:
+    FedRAP's SGD carries a rounding difference linearly (float_compare.SGD_STEP_ULPS per
+    step, of the largest param)."""
+    ulps = max_local_steps(exp, rounds) * SGD_STEP_ULPS
+    assert_trees_close(a.shared, b.shared, ulps=ulps, scale=max_abs(b.shared), what="shared")
+    assert_trees_close(a.private_store, b.private_store, ulps=ulps,
+                       scale=max_abs(b.private_store), what="private")
+
+
 def test_sparse_equals_dense(sparse_run):
     exp, _, sparse = sparse_run
     exp_d, _, dense = _run(_config({"sparse": False}))
-    assert max_abs_diff(sparse.shared, dense.shared) < 1e-5
-    assert max_abs_diff(sparse.private_store, dense.private_store) < 1e-5
-    assert evaluate_state(exp, sparse, exp.test_set) == pytest.approx(
-        evaluate_state(exp_d, dense, exp_d.test_set), abs=1e-6)
+    _assert_same_sgd_training(exp, 2, sparse, dense)
+    # The same ranks: a few ulps of 1 (float_compare.METRIC_ULPS).
+    assert_trees_close(evaluate_state(exp, sparse, exp.test_set),
+                       evaluate_state(exp_d, dense, exp_d.test_set), ulps=METRIC_ULPS,
+                       scale=1.0, what="test metrics")
 
 
 def test_vmap_equals_per_client_loop(sparse_run):
@@ -65,8 +78,7 @@ def test_vmap_equals_per_client_loop(sparse_run):
     state = loop_exp.algorithm.init(loop_exp.keys["init"])
     for r in (1, 2):
         state, _ = run_round(loop_exp, state, r)
-    assert max_abs_diff(vmapped.shared, state.shared) < 1e-5
-    assert max_abs_diff(vmapped.private_store, state.private_store) < 1e-5
+    _assert_same_sgd_training(exp, 2, vmapped, state)
 
 
 def test_only_the_rows_a_client_used_change(sparse_run):
@@ -102,7 +114,12 @@ def test_round_schedule_scales_the_step():
         out = update(state.shared, private, data, jax.random.key(0))
         deltas.append(np.asarray(out.shared.tables["items"] - state.shared.tables["items"]))
     assert np.abs(deltas[0]).max() > 1e-4
-    np.testing.assert_allclose(deltas[1], deltas[0] * 0.97 ** 2, rtol=1e-4, atol=1e-7)
+    # The same gradient, lr x 0.97**2 (a few ulps off in float32); the deltas round as the
+    # new params do (1/2 ulp of |params| each, the larger term): 8 ulps of the largest
+    # param, 4x the worst case. A wrong schedule (0.97 instead of 0.97**2) is off by 3e-3.
+    table = np.asarray(state.shared.tables["items"])
+    assert_trees_close(deltas[1], deltas[0] * 0.97 ** 2, ulps=8,
+                       scale=max(max_abs(table), max_abs(deltas)), what="round-3 step")
 
 
 def test_store_bound_is_a_clear_error():
@@ -131,7 +148,8 @@ def test_scoring_by_rows_equals_scoring_whole_tables(sparse_run, which):
             exp.planner.history_mask)
     by_rows = evaluate(make_scorer(exp.model, by_rows=True), *args)
     whole = evaluate(make_scorer(exp.model, by_rows=False), *args)
-    assert by_rows == pytest.approx(whole, abs=1e-6)
+    # The same ranks: a few ulps of 1 (float_compare.METRIC_ULPS).
+    assert_trees_close(by_rows, whole, ulps=METRIC_ULPS, scale=1.0, what="by rows")
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -143,7 +161,8 @@ def test_resume_continues_exactly(tmp_path):
     assert saved == cfg and isinstance(saved.model, FedRAPConfig)
     resumed = train(saved, tmp_path / "cut", progress=False, resume=True)
     assert resumed["best_round"] == full["best_round"]
-    assert resumed["test"] == pytest.approx(full["test"], abs=1e-6)
+    # The same programs on the same (restored) state: bit for bit.
+    assert_trees_equal(resumed["test"], full["test"], what="test metrics")
 
 
 WEIGHT_DECAY = 1e-4
@@ -171,11 +190,12 @@ def test_sparse_equals_dense_with_weight_decay(decay_runs):
     equals the dense mode's decay of every row, over 3 rounds."""
     exp, init, _, sparse = decay_runs[True]
     exp_d, _, _, dense = decay_runs[False]
-    assert max_abs_diff(sparse.shared, dense.shared) < 1e-5
-    assert max_abs_diff(sparse.private_store, dense.private_store) < 1e-5
+    # (A decay step too few or too many moves a row by lr_args x wd x |row| ~ 6e-4.)
+    _assert_same_sgd_training(exp, 3, sparse, dense)
     assert max_abs_diff(sparse.private_store, init.private_store) > 1e-2
-    assert evaluate_state(exp, sparse, exp.test_set) == pytest.approx(
-        evaluate_state(exp_d, dense, exp_d.test_set), abs=1e-6)
+    assert_trees_close(evaluate_state(exp, sparse, exp.test_set),
+                       evaluate_state(exp_d, dense, exp_d.test_set), ulps=METRIC_ULPS,
+                       scale=1.0, what="test metrics")
 
 
 def _reference_factor(cfg: FedRAPConfig, local_epochs: int, batch_size: int,
@@ -202,7 +222,11 @@ def test_untouched_private_rows_decay_by_the_reference_factor(decay_runs, sparse
     assert factor < 1 - 1e-4
     before = np.asarray(init.private_store.tables["items_personal"][u])[unused]
     after = np.asarray(first.private_store.tables["items_personal"][u])[unused]
-    np.testing.assert_allclose(after, before * factor, rtol=1e-6, atol=1e-7)
+    # Each of the client's S steps rounds the row (1/2 ulp) and its factor 1 - lr_t wd
+    # (a few ulps of lr_t wd ~ 2e-4, negligible): S ulps of the row; 4 S.
+    steps = t.local_epochs * -(-int(mask.sum()) // min(t.batch_size, mask.size))
+    assert_trees_close(after, before * factor, ulps=4 * steps, scale=max_abs(before),
+                       what="decayed rows")
 
 
 def test_dense_aggregation_keeps_the_decay_of_untouched_rows(decay_runs):
@@ -222,7 +246,10 @@ def test_dense_aggregation_keeps_the_decay_of_untouched_rows(decay_runs):
             total, count = total + np.asarray(out.delta.tables["items"], np.float64), count + 1
     assert count == exp.split.num_users
     expected = init.shared.tables["items"] + total / count
-    np.testing.assert_allclose(first.shared.tables["items"], expected, rtol=1e-5, atol=1e-6)
+    # The engine's vmapped chunk against the client function called one client at a
+    # time: one round of SGD rounded in another order (float_compare.SGD_STEP_ULPS).
+    assert_trees_close(first.shared.tables["items"], expected,
+                       ulps=max_local_steps(exp, 1) * SGD_STEP_ULPS, what="C")
 
 
 def test_weight_decay_with_a_robust_aggregator_trains_dense():

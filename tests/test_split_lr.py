@@ -31,16 +31,17 @@ def _sgd_step(**train):
 
 def test_embedding_lr_applies_to_tables_and_private_params_lr_to_the_network():
     up = _sgd_step(lr=0.01, embedding_lr=0.5)
+    # -lr x 1.0 is the float32 lr negated, exactly.
     for leaf in (up.private.tables["rows"], up.private.dense["user"], up.shared.tables["items"]):
-        np.testing.assert_allclose(leaf, -0.5)
+        np.testing.assert_array_equal(leaf, np.float32(-0.5))
     for leaf in (up.shared.dense["w"], up.shared.dense["b"]):
-        np.testing.assert_allclose(leaf, -0.01)
+        np.testing.assert_array_equal(leaf, np.float32(-0.01))
 
 
 def test_without_embedding_lr_every_leaf_uses_lr():
     up = _sgd_step(lr=0.03, embedding_lr=None)
     for leaf in jax.tree.leaves(up):
-        np.testing.assert_allclose(leaf, -0.03)
+        np.testing.assert_array_equal(leaf, np.float32(-0.03))      # exactly, as above
 
 
 def test_the_experiment_trains_with_the_split_rates():

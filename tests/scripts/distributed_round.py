@@ -24,7 +24,7 @@ if nproc > 1:
                                num_processes=nproc, process_id=pid,
                                initialization_timeout=120)
 
-from engine_helpers import tiny_config  # noqa: E402
+from engine_helpers import adam_reach, tiny_config  # noqa: E402
 
 from feddmr_jax.timing import enable_compilation_cache  # noqa: E402
 from feddmr_jax.train import build_experiment, evaluate_state, run_round  # noqa: E402
@@ -43,7 +43,9 @@ def main() -> None:
     arrays = {jax.tree_util.keystr(path): np.asarray(x) for path, x in leaves}
     if pid == 0:
         np.savez(out_path, processes=jax.process_count(), devices=jax.device_count(),
-                 accepted=stats.accepted, train_loss=stats.train_loss, moved=moved, val_hr=val['hr@10'], val_auc=val['auc'], **arrays)
+                 accepted=stats.accepted, train_loss=stats.train_loss, moved=moved,
+                 adam_reach=adam_reach(exp, 1), val_hr=val['hr@10'], val_auc=val['auc'],
+                 **arrays)
     if nproc > 1:
         jax.distributed.shutdown()
 
