@@ -1,4 +1,5 @@
-"""The protocol table of docs/results.md: PFedRec's reference setting, the leak probe, popularity.
+"""The protocol table of docs/protocol.md (section 8): PFedRec's reference setting, the
+leak probe, popularity.
 
     python experiments/protocol_table.py --data-dir ../shared/data --out results/protocol100
 

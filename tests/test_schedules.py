@@ -159,10 +159,26 @@ def test_bad_server_and_schedule_values_name_the_field(values, field):
     (["--server-lr", "-1"], "train.server_lr must be positive"),
     (["--lr-schedule", "cosine"], "train.schedule_rounds"),
     (["--server-lr-schedule", "step"], "--server-lr-schedule: invalid choice: 'step'"),
-    (["--model", "pfedrec", "--lr-schedule", "exponential"], "train.lr_schedule does not apply"),
+    (["--model", "pfedrec", "--lr-schedule", "exponential"],
+     "--lr-schedule does not apply to --model pfedrec"),
 ])
 def test_cli_bad_values_are_one_line_errors(argv, message, capsys, tmp_path):
     rc = cli.main(["train", *argv, "--rounds", "1", "--quiet", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("model", ["pfedrec", "fedrap", "local", "popularity"])
+def test_own_optimizer_methods_refuse_a_client_schedule_in_the_config(model):
+    """lr_schedule is an OWN_OPTIMIZER key: refused when the config is parsed or
+    validated, before any experiment is built."""
+    from feddmr_jax import config as config_lib
+
+    with pytest.raises(ConfigError, match=f"train.lr_schedule does not apply to model '{model}'"):
+        config_lib.build_config({"train": {"model": model, "lr_schedule": "exponential"}})
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(model=model, lr_schedule="exponential").validate()
+    assert f"train.lr_schedule does not apply to model '{model}'" in str(info.value)
+    assert "\n" not in str(info.value)
+    TrainConfig(model=model).validate()                  # the default (constant) is fine

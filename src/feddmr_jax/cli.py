@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--distributed", action="store_true",
                      help="one of several processes (jax.distributed): auto-detects SLURM, "
                           "MPI, TPU pods, or takes the three options below; process 0 writes "
-                          "the run folder (README: Many machines)")
+                          "the run folder (docs/scaling.md: Many machines)")
     run.add_argument("--coordinator", metavar="HOST:PORT",
                      help="with --distributed: address of process 0's coordinator")
     run.add_argument("--num-processes", type=int, metavar="N",

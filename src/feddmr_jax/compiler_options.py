@@ -8,7 +8,8 @@ FedDMR asks for :data:`NO_YNN_FUSIONS`: XLA's CPU backend (jaxlib 0.10) hands
 dot+elementwise fusions to YNNPACK/XNNPACK by default; for FedDMR's chunk step (many
 small ``[.., 32] x [32, ..]`` products vmapped over clients, and their elementwise
 neighbours) XLA's own emitters are faster, while PFedRec's round is slower without
-them (``benchmarks/bench_xla_flags.py``, side by side, figures in benchmarks/RESULTS.md).
+them (``benchmarks/bench_xla_flags.py``, side by side, figures in benchmarks/RESULTS.md;
+the session's text in benchmarks/HISTORY.md, session 5).
 Turning an *experimental* fusion off returns XLA to its long-standing code path;
 results agree to float rounding (tests/test_compiler_options.py).
 

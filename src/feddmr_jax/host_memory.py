@@ -4,7 +4,7 @@ NumPy and XLA free their temporaries with ``free``; glibc keeps much of that
 memory mapped in its heap for reuse, so a process's resident memory after a
 build full of temporaries stays near the build's peak although little of it
 is live (10^6 synthetic clients: 244 MB held after ``build_experiment``, the
-run's later allocations not reusing it; benchmarks/RESULTS.md, session 6).
+run's later allocations not reusing it; benchmarks/HISTORY.md, session 6).
 :func:`release_free_memory` asks glibc to return it (``malloc_trim(0)``, a few
 milliseconds); the training loop calls it once after building the experiment
 and once after the initial state. Elsewhere (another C library, another OS)

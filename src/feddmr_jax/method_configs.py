@@ -21,7 +21,7 @@ from feddmr_jax.errors import ConfigError
 # FedDMR's layer forms (model.norm; models/attention.py).
 NORMS = ("post", "pre")
 # [train] keys of the client optimizer: unused by methods whose learning rates are [model] fields.
-OWN_OPTIMIZER = ("optimizer", "lr", "embedding_lr")
+OWN_OPTIMIZER = ("optimizer", "lr", "embedding_lr", "lr_schedule")
 
 
 def check_fields(cfg: Any, *, positive: Iterable[str] = (), non_negative: Iterable[str] = (),
@@ -198,7 +198,7 @@ _PFEDREC_TRAIN = {"mu": 0.0, "table_mean": "participants", "weighting": "uniform
                   "batch_size": 256, "local_epochs": 1, "num_negatives": 4,
                   # engine, not protocol (a round is the same whatever the
                   # chunking): 1.2x per ml-100k round against 64
-                  # (benchmarks/RESULTS.md, session 6)
+                  # (benchmarks/HISTORY.md, session 6)
                   "chunk_size": 128}
 
 # The table, in the registry's order. The baselines have no proximal term in

@@ -138,7 +138,7 @@ def _fill_eval_negatives(split: Split, num_negatives: int, seed: int, val_out: n
         raise DataError(f"user {id_text(split.user_ids[u])} has only {avail[u]} non-positive items "
                         f"of {split.num_items}, fewer than the {2 * num_negatives} distinct "
                         f"validation + test negatives needed ({short.size} such users); "
-                        "lower num_negatives")
+                        "lower data.eval_negatives (--eval-negatives)")
     rng = np.random.default_rng(seed)
     for lo in range(0, split.num_users, EVAL_BLOCK_USERS):
         hi = min(split.num_users, lo + EVAL_BLOCK_USERS)

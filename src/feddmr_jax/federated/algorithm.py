@@ -126,7 +126,7 @@ def init_private_store(model: Model, key: Array, num_clients: int) -> Leaves:
 
 @dataclasses.dataclass(frozen=True)
 class RoundConfig:
-    """How the rounds of a :class:`FederatedAlgorithm` run (built by ``train.build_experiment``
+    """How the rounds of a :class:`FederatedAlgorithm` run (built by ``experiment.build_experiment``
     from ``[train]``; tests build it directly).
 
     Attributes:

@@ -22,7 +22,7 @@ WIDTH_ALIGN = 8     # class widths below the batch size are multiples of this
 # What compiling one more chunk program costs, in example step slots trained: FedDMR's
 # default on the project's 2-core CPU compiles a chunk program in about 10 s (62.6 s for 6
 # programs) and trains a step slot in about 16 us (11.35 s for 701,120 slots per ml-100k
-# round; benchmarks/RESULTS.md, session 4), i.e. about 6e5 slots. The lighter models compile
+# round; benchmarks/HISTORY.md, session 4), i.e. about 6e5 slots. The lighter models compile
 # faster but train a slot far faster still, so for them this undercounts a program's cost:
 # auto_class_count then keeps more classes than their optimum, never fewer.
 PROGRAM_SLOTS = 500_000

@@ -6,7 +6,7 @@ values and their positions) through a generated comparator, 5-10x slower on the
 project's CPU (a ``[30, 512]`` vmapped sort: 0.5 ms against 2.8 ms for
 ``jnp.unique`` and 4.1 ms for ``jnp.argsort`` of floats). In PFedRec's ml-100k
 round these two sorts took about 45% of the device time (a ``jax.profiler`` trace,
-benchmarks/RESULTS.md). Both sorts here pack a value and its position into one
+benchmarks/HISTORY.md, session 5). Both sorts here pack a value and its position into one
 integer key, ``value * 2**m + position`` with ``2**m`` above the length, sort that,
 and unpack: keys are distinct, so the order is total and no stability is needed.
 

@@ -28,7 +28,7 @@ aggregation and evaluation.
   training negatives); ``popularity`` ranks by the participants' summed
   training counts (no learning; the floor of every table).
 * **loss terms**: every gradient-step method trains ``BCE + model terms +
-  proximal(train.mu) + l2(train.l2) + user terms`` (``train.build_loss``);
+  proximal(train.mu) + l2(train.l2) + user terms`` (``experiment.build_loss``);
   FedRAP's model terms are its distance and sparsity regularizers.
 * **local step**: PFedRec brings its own (``methods/pfedrec.py``: a head SGD
   step, then a second forward pass and an item SGD step, per batch); its loss

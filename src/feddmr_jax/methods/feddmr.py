@@ -8,7 +8,8 @@ proximal term is part of the method, so ``mu`` keeps its default).
 On the CPU its chunk step compiles without XLA's experimental YNNPACK/XNNPACK
 fusions (``compiler_options.NO_YNN_FUSIONS``): 1.2x faster per ml-100k round on
 the project's 2-core CPU, measured side by side by ``benchmarks/bench_xla_flags.py``
-(benchmarks/RESULTS.md); ``FEDDMR_COMPILER_OPTIONS=off`` restores XLA's defaults.
+(benchmarks/RESULTS.md; session 5 in benchmarks/HISTORY.md); ``FEDDMR_COMPILER_OPTIONS=off``
+restores XLA's defaults.
 """
 
 from __future__ import annotations

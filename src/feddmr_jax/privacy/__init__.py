@@ -3,8 +3,10 @@
 - :mod:`.dp`: per-client clipping and Gaussian noise (user-level DP-FedAvg).
 - :mod:`.accounting`: epsilon of DP-FedAvg rounds via ``dp_accounting``
   (optional dependency, imported lazily).
+- :mod:`.mask_graph`: the key agreement of simulated secure aggregation: pair
+  and self seeds, the masking graph, which seeds the server learns.
 - :mod:`.secure_agg`: simulated secure-aggregation primitives: pairwise and
-  self masks, the masking graph, fixed-point encoding and its range.
+  self masks, fixed-point encoding and its range.
 - :mod:`.plan`: a run's privacy settings resolved against its dataset, per-round
   noise keys and masking graphs.
 
@@ -32,20 +34,22 @@ from feddmr_jax.privacy.dp import (
     global_norm,
     noisy_mean,
 )
-from feddmr_jax.privacy.secure_agg import (
+from feddmr_jax.privacy.mask_graph import (
     MaskGraph,
+    pair_seed,
+    revealed_seeds,
+    ring_partners,
+    round_graph,
+    self_seed,
+)
+from feddmr_jax.privacy.secure_agg import (
     decode_fixed,
     encode_fixed,
     mask_updates,
     max_clip,
     member_bound,
     neighbor_masks,
-    pair_seed,
-    revealed_seeds,
-    ring_partners,
-    round_graph,
     self_masks,
-    self_seed,
     unmask_dropped,
 )
 from feddmr_jax.privacy.plan import PrivacyPlan, build_privacy_plan, round_privacy
