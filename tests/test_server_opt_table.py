@@ -30,7 +30,8 @@ def test_the_page_section_is_replaced_not_appended(tmp_path):
     page.write_text("# title\n\n<!-- server-opt:begin -->\nold\n<!-- server-opt:end -->\ntail\n")
     row = {"method": "fedmf", "server": "sgd@1.0", "fedavg_val_hr@10_r100": 0.5,
            "fedavg_best_val_hr@10": 0.6, "confirm_rounds": 50, "opt_best_val_hr@10": 0.55,
-           "upload_mb_per_round": 1.0, "download_mb_per_round": 2.0}
+           "upload_mb_per_round": 1.0, "download_mb_per_round": 2.0,
+           "opt_val_hr@10_last": 0.55, "fedavg_round_to_opt_last": 8}
     for who in ("fedavg", "opt"):
         row.update({f"{who}_round_to_r100": 7 if who == "fedavg" else None,
                     f"{who}_up_mb_to_r100": 7.0, f"{who}_down_mb_to_r100": 14.0,
