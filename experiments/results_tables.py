@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 from typing import NamedTuple
 
-from runs_io import METRICS, is_ok
+from runs_io import is_ok, seed_stats
 from study_knobs import ABLATIONS, BASELINES, FLOOR, KNOBS, METHODS
 from study_rounds import rounds_rows
 
@@ -84,11 +84,7 @@ def chosen_summary(study: StudyFiles) -> list[dict]:
                "seeds": len(runs), "rounds": max(int(r["rounds"]) for r in runs),
                "screen_points": pick.get("screen_points", screen_points(study, method))
                if method in KNOBS else ""}
-        for split in ("val", "test"):
-            for m in METRICS:
-                values = [float(r[f"{split}_{m}"]) for r in runs]
-                row[f"{split}_{m}_mean"] = statistics.mean(values)
-                row[f"{split}_{m}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        row.update(seed_stats(runs))
         out.append(row)
     return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,15 @@ def pyplot(what: str):
         print(f"matplotlib is not installed (pip install .[plot]): no {what}", file=sys.stderr)
         return None
     return plt
+
+
+def seed_stats(runs: list[dict]) -> dict[str, float]:
+    """``{split}_{metric}_mean`` and ``_std`` over ``runs`` (one CSV row per seed) for the
+    validation and test columns of every metric of :data:`METRICS` (std 0 for one run)."""
+    out = {}
+    for split in ("val", "test"):
+        for m in METRICS:
+            values = [float(r[f"{split}_{m}"]) for r in runs]
+            out[f"{split}_{m}_mean"] = statistics.mean(values)
+            out[f"{split}_{m}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return out

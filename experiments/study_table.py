@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runs_io import METRICS, is_ok  # noqa: E402  (the study's CSV columns, its status)
+from runs_io import METRICS, is_ok, seed_stats  # noqa: E402  (the study's CSV columns, its status)
 
 
 def read_rows(folder: Path) -> list[dict]:
@@ -85,11 +85,7 @@ def confirm_summary(rows: list[dict]) -> list[dict]:
                "seeds": len(runs), "rounds": runs[0]["rounds"],
                "best_rounds": " ".join(r["best_round"] for r in runs),
                "s_per_round": statistics.median(float(r["s_per_round"]) for r in runs)}
-        for split in ("val", "test"):
-            for m in METRICS:
-                values = [float(r[f"{split}_{m}"]) for r in runs]
-                row[f"{split}_{m}_mean"] = statistics.mean(values)
-                row[f"{split}_{m}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        row.update(seed_stats(runs))
         out.append(row)
     return out
 
