@@ -166,6 +166,18 @@ def plot_curves(study: StudyFiles, path: Path) -> bool:
     return True
 
 
+def in_progress(results: Path, dataset: str) -> str:
+    """`` In progress: N finished runs ...`` when a study's run folders are there without its
+    CSVs (they are written when the study ends); else empty."""
+    runs = results / f"study_{dataset}" / "runs"
+    done = sum(1 for _ in runs.rglob("summary.json")) if runs.is_dir() else 0
+    if not done:
+        return ""
+    return (f". In progress: {done} finished run(s) under `study_{dataset}/runs/`; "
+            f"`python experiments/feddmr_study.py --dataset {dataset} --top 1 --out "
+            f"docs/results/study_{dataset}` reuses them and continues")
+
+
 def section(studies: dict[str, StudyFiles], absent: list[str], results: Path,
             figures: Path, page: Path) -> str:
     """The markdown between the markers."""
@@ -181,7 +193,8 @@ def section(studies: dict[str, StudyFiles], absent: list[str], results: Path,
         lines.append(f"- {d}: {stage_rounds(s)}; `study_runs.csv` of commit "
                      f"{data_commit(s.folder / 'study_runs.csv')}.{source}")
     lines += [f"- {d}: **missing** (no `study_{d}/study_runs.csv`; run `python "
-              f"experiments/feddmr_study.py --dataset {d}`)" for d in absent]
+              f"experiments/feddmr_study.py --dataset {d}`){in_progress(results, d)}"
+              for d in absent]
     lines += ["", "### Test at the best validation round (chosen points, mean ± std over seeds)",
               "", *main_table(summaries), "", "### The paper's claim", "", *claim_lines(summaries),
               "", "### Ablations (FedDMR's chosen point)", "", *ablation_lines(summaries), "",
