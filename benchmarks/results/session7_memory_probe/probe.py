@@ -1,7 +1,7 @@
 import sys, ctypes, dataclasses, time
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
-import _common
-from _common import proc_status_mb as mb, reset_peak_rss as reset
+import bench_common
+from bench_common import proc_status_mb as mb, reset_peak_rss as reset
 import jax
 from feddmr_jax.config import DataConfig, RunConfig, TrainConfig
 from feddmr_jax.train import build_experiment
@@ -16,7 +16,7 @@ print("after init", mb("VmRSS"))
 print("after init", mb("VmRSS"), flush=True); reset()
 for r in (1, 2):
     t = time.perf_counter()
-    state, timing = _common.timed_round(exp, state, r)
+    state, timing = bench_common.timed_round(exp, state, r)
     print(f"round {r}: {time.perf_counter()-t:.1f}s rss {mb('VmRSS')} peak {mb('VmHWM')}", flush=True)
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     print(f"  after trim rss {mb('VmRSS')}", flush=True); reset()
