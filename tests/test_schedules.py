@@ -182,3 +182,25 @@ def test_own_optimizer_methods_refuse_a_client_schedule_in_the_config(model):
     assert f"train.lr_schedule does not apply to model '{model}'" in str(info.value)
     assert "\n" not in str(info.value)
     TrainConfig(model=model).validate()                  # the default (constant) is fine
+
+
+@pytest.mark.parametrize("train, warned", [
+    ({"server_optimizer": "adam"}, True),
+    ({"server_optimizer": "yogi"}, True),
+    ({"server_optimizer": "adagrad"}, True),
+    ({"server_optimizer": "adam", "server_lr": 1.0}, False),    # set on purpose: no warning
+    ({"server_optimizer": "adam", "server_lr": 0.03}, False),
+    ({"server_optimizer": "momentum"}, False),                  # FedAvgM at lr 1 is FedAvg's scale
+    ({}, False),
+])
+def test_an_adaptive_server_optimizer_at_the_default_rate_warns(train, warned, caplog):
+    """Adam, Yogi and Adagrad at FedAvg's server_lr 1.0, left unset, move each parameter by
+    about 1 per round: the config says so once (it still builds: the user may want it)."""
+    from feddmr_jax.config_io import build_config
+    with caplog.at_level("WARNING", logger="feddmr_jax.config_io"):
+        cfg = build_config({"train": train})
+    cfg.validate()
+    hits = [r.getMessage() for r in caplog.records if "server_lr" in r.getMessage()]
+    assert len(hits) == int(warned)
+    if warned:
+        assert train["server_optimizer"] in hits[0] and "train.server_lr" in hits[0]

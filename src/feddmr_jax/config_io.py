@@ -226,8 +226,26 @@ def build_config(raw: Mapping[str, Mapping[str, Any]], source: str = "config", *
         defaults = {k: v for k, v in method.train_defaults.items() if k not in train_raw}
         base = apply_overrides(RunConfig(), {"train": {"model": name, **defaults}},
                                source=f"model {name!r} defaults")
-        return _dp_table_mean(apply_overrides(base, raw, source), train_raw)
+        cfg = _dp_table_mean(apply_overrides(base, raw, source), train_raw)
+        _warn_adaptive_server_lr(cfg, train_raw)
+        return cfg
     return apply_overrides(base, raw, source)
+
+
+ADAPTIVE_SERVER_OPTIMIZERS = ("adam", "yogi", "adagrad")
+
+
+def _warn_adaptive_server_lr(cfg: RunConfig, train_raw: Mapping[str, Any]) -> None:
+    """A warning when an adaptive server optimizer runs at the FedAvg default ``server_lr``
+    1.0 because the user did not set it: an adaptive step moves every touched parameter by
+    about ``server_lr`` per round whatever the update's size (Reddi et al. tune it over
+    [1e-3, 1]; FedDMR's best on ml-100k was 0.03, docs/server_optimization.md)."""
+    t = cfg.train
+    if t.server_optimizer in ADAPTIVE_SERVER_OPTIMIZERS and "server_lr" not in train_raw:
+        log.warning("train.server_optimizer = %r at the default train.server_lr %g (FedAvg's): "
+                    "an adaptive server step moves each parameter by about server_lr per round; "
+                    "set train.server_lr (e.g. 0.01-0.1, docs/server_optimization.md)",
+                    t.server_optimizer, t.server_lr)
 
 
 def _dp_table_mean(cfg: RunConfig, train_raw: Mapping[str, Any]) -> RunConfig:
