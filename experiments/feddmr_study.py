@@ -21,7 +21,8 @@ Protocol, per dataset (``--dataset``: ml-100k, lastfm-2k, amazon-video, or any d
    ``--rounds`` rounds (default 100) with ``--seeds`` seeds (default 3); the chosen point is
    the best on the validation means over seeds. Then, with the same seeds and rounds,
    FedDMR's ablations (``feddmr_no_attention``: ``model.attention=false``; ``feddmr_1layer``:
-   ``model.layers=1``) at FedDMR's chosen point, and the popularity floor (no search, 1 round:
+   ``model.layers=1``) at FedDMR's chosen point (skipped, and said, where the chosen point
+   already has the ablation's setting), and the popularity floor (no search, 1 round:
    with every client in the round, one round is the global count).
 3. **extend** (``--extend N``): when the mean validation curve (over seeds, chosen point) of
    any searched method is still rising over its last 10 rounds (``study_rounds.py``), every
@@ -99,6 +100,12 @@ def confirm_all(studies: dict[str, Study], screened: dict[str, list[Point]], rou
                 chosen[method] = study.confirm_point({}, FLOOR_ROUNDS, "floor")
             elif "settings" not in chosen.get("feddmr", {}):
                 chosen[method] = {"skipped": "FedDMR has no chosen point"}
+            elif (study.config(chosen["feddmr"]["settings"], seed=0, rounds=rounds)
+                  == studies["feddmr"].config(chosen["feddmr"]["settings"], seed=0,
+                                              rounds=rounds)):
+                chosen[method] = {"skipped": f"FedDMR's chosen point already has "
+                                  f"{ABLATIONS[method]}: the ablation is FedDMR itself"}
+                print(f"{method} skipped: {chosen[method]['skipped']}", file=sys.stderr)
             else:
                 chosen[method] = study.confirm_point(chosen["feddmr"]["settings"], rounds,
                                                      "ablation")

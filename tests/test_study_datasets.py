@@ -178,6 +178,21 @@ def test_floor_runs_one_round_and_ablations_run_at_feddmrs_choice(fake, tmp_path
         study.parse_args(["--methods", "feddmr_1layer"])     # needs feddmr's choice
 
 
+def test_an_ablation_equal_to_feddmrs_choice_is_skipped_not_rerun(fake, tmp_path):
+    """On lastfm-2k the screen chose model.layers = 1: the one-layer ablation would be
+    FedDMR's own confirmation again (hours of identical runs, a meaningless row)."""
+    assert study.main(["--dataset", "synthetic", *SMALL, "--methods",
+                       "feddmr,feddmr_no_attention,feddmr_1layer", "--screen-rounds", "2",
+                       "--rounds", "3", "--seeds", "2", "--top", "1", "--grid",
+                       '[{"model.layers": 1}]', "--out", str(tmp_path)]) == 0
+    chosen = json.loads((tmp_path / "study_chosen.json").read_text())
+    assert chosen["feddmr"]["settings"] == {"model.layers": 1}
+    assert "the ablation is FedDMR itself" in chosen["feddmr_1layer"]["skipped"]
+    assert not [d for d, _, _ in fake.calls if "/feddmr_1layer/" in str(d)]
+    assert chosen["feddmr_no_attention"]["settings"] == {"model.layers": 1,
+                                                         "model.attention": False}
+
+
 def test_extend_every_confirmation_while_a_curve_rises(tmp_path, monkeypatch):
     rising = FakeRuns(rising=True)
     monkeypatch.setattr(study.run_folder, "run_one", rising)
