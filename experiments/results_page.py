@@ -167,13 +167,15 @@ def plot_curves(study: StudyFiles, path: Path) -> bool:
 
 
 def in_progress(results: Path, dataset: str) -> str:
-    """`` In progress: N finished runs ...`` when a study's run folders are there without its
+    """`` In progress: N runs done ...`` when a study's run folders are there without its
     CSVs (they are written when the study ends); else empty."""
     runs = results / f"study_{dataset}" / "runs"
-    done = sum(1 for _ in runs.rglob("summary.json")) if runs.is_dir() else 0
+    done = (sum(1 for f in runs.rglob("*.json") if f.name in ("summary.json", "diverged.json"))
+            if runs.is_dir() else 0)
     if not done:
         return ""
-    return (f". In progress: {done} finished run(s) under `study_{dataset}/runs/`; "
+    return (f". In progress: {done} run(s) done (finished or diverged) under "
+            f"`study_{dataset}/runs/`; "
             f"`python experiments/feddmr_study.py --dataset {dataset} --top 1 --out "
             f"docs/results/study_{dataset}` reuses them and continues")
 

@@ -168,18 +168,19 @@ def test_a_rerun_replaces_its_section(site):
 
 def test_a_study_without_its_csvs_is_reported_in_progress(site):
     """Run folders of an unfinished study (its CSVs are written when it ends): the page counts
-    the finished runs (a folder without summary.json is not one) and names the command."""
+    the runs done (summary.json or diverged.json; a folder with neither is unfinished) and
+    names the command."""
     runs = site[0] / "study_amazon-video" / "runs" / "feddmr" / "screen30"
-    for point, finished in (("pa", True), ("pb", True), ("pc", False)):
+    for point, outcome in (("pa", "summary"), ("pb", "diverged"), ("pc", None)):
         folder = runs / point / "seed0"
         folder.mkdir(parents=True)
         (folder / "config.json").write_text("{}")
-        if finished:
-            (folder / "summary.json").write_text("{}")
+        if outcome:
+            (folder / f"{outcome}.json").write_text("{}")
     text = _main(*site)
     assert ("amazon-video: **missing** (no `study_amazon-video/study_runs.csv`; run `python "
-            "experiments/feddmr_study.py --dataset amazon-video`). In progress: 2 finished "
-            "run(s) under `study_amazon-video/runs/`") in text
+            "experiments/feddmr_study.py --dataset amazon-video`). In progress: 2 run(s) done "
+            "(finished or diverged) under `study_amazon-video/runs/`") in text
     assert "lastfm-2k: **missing**" not in text and "In progress" not in text.split("amazon")[0]
 
 
