@@ -1,8 +1,8 @@
 """Validation of the run configuration: the values each field accepts.
 
-The dataclasses of ``config.py`` call these from their ``validate()``
+The dataclasses of ``config_sections.py`` call these from their ``validate()``
 methods; every message is one line naming ``<section>.<field>``. Like
-``config.py``, this module loads no JAX (the CLI imports it to parse flags;
+``config_sections.py``, this module loads no JAX (the CLI imports it to parse flags;
 ``tests/test_cli_help.py`` checks ``feddmr --help`` imports no jax).
 """
 
@@ -16,7 +16,7 @@ from feddmr_jax.errors import ConfigError
 from feddmr_jax.method_configs import SPECS, model_config_class
 
 if TYPE_CHECKING:
-    from feddmr_jax.config import DataConfig, RunConfig, TrainConfig
+    from feddmr_jax.config_sections import DataConfig, RunConfig, TrainConfig
 
 # train.eval_mode values (None and "default": the method's own, feddmr_jax.methods).
 EVAL_MODE_CHOICES = (None, "default", "global", "local")

@@ -9,9 +9,8 @@ config, type-checked, retyping ``[model]`` when ``train.model`` changes;
 sections or keys, and values of the wrong type, are one-line errors that name
 the key (with a did-you-mean).
 
-``feddmr_jax.config`` re-exports every name here, and this module needs its
-dataclasses: they are imported inside the functions, so that either module
-may be imported first. Loads no JAX (the CLI parses flags with it).
+The dataclasses are ``config_sections.py``'s; ``feddmr_jax.config`` re-exports
+the public names of both. Loads no JAX (the CLI parses flags with it).
 """
 
 from __future__ import annotations
@@ -21,8 +20,9 @@ import difflib
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
+from feddmr_jax.config_sections import SECTIONS, DataConfig, RunConfig, TrainConfig
 from feddmr_jax.errors import ConfigError
 from feddmr_jax.method_configs import (MODEL_CONFIGS, ModelConfig, get_spec, model_config_class,
                                        model_name_of)
@@ -31,9 +31,6 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-if TYPE_CHECKING:
-    from feddmr_jax.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +86,6 @@ def did_you_mean(name: str, known: Iterable[str], fmt: str = "{}") -> str:
 def _key_hint(section: str, key: str, known: Iterable[str]) -> str:
     """A did-you-mean for an unknown ``section.key``: a near key of the section,
     else the same key in another section (``[train] dim`` -> ``model.dim``)."""
-    from feddmr_jax.config import DataConfig, TrainConfig
     hint = did_you_mean(key, known, f"{section}.{{}}")
     if hint:
         return hint
@@ -155,7 +151,6 @@ def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Mapping[str, Any]],
     Raises:
       ConfigError: an unknown section or key, or a value of the wrong type.
     """
-    from feddmr_jax.config import SECTIONS
     for section, values in overrides.items():
         if section not in SECTIONS:
             raise ConfigError(f"{source}: unknown section [{section}]"
@@ -210,7 +205,6 @@ def build_config(raw: Mapping[str, Mapping[str, Any]], source: str = "config", *
       ConfigError: an unknown model, section or key, a key the model ignores,
         a value of the wrong type.
     """
-    from feddmr_jax.config import RunConfig
     train_raw = raw.get("train", {})
     if not isinstance(train_raw, Mapping):
         raise ConfigError(f"{source}: [train] must be a table")
@@ -320,7 +314,6 @@ def from_dict(raw: Mapping[str, Mapping[str, Any]]) -> RunConfig:
       The config (not validated); keys ``raw`` lacks take the dataclass defaults,
       not the method's.
     """
-    from feddmr_jax.config import RunConfig
     return apply_overrides(RunConfig(), raw, source="saved config")
 
 
@@ -334,7 +327,6 @@ def create_config(*, model: str = "feddmr", dataset: str | None = None,
     Returns:
       The validated config.
     """
-    from feddmr_jax.config import SECTIONS, DataConfig, TrainConfig
     method = get_spec(model)
     raw: dict[str, dict[str, Any]] = {name: dict(values)
                                       for name, values in (sections or {}).items()}
