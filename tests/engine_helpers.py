@@ -7,8 +7,9 @@ import dataclasses
 import jax
 import numpy as np
 
-from feddmr_jax.config import DataConfig, RunConfig, TrainConfig
+from feddmr_jax.config import DataConfig, RunConfig, TrainConfig, with_model
 from feddmr_jax.models.feddmr import FedDMRConfig
+from feddmr_jax.train import build_experiment, run_round
 
 from float_compare import adam_scale
 
@@ -16,11 +17,34 @@ TINY_MODEL = FedDMRConfig(dim=8, heads=2, layers=2, history_len=6, norm="post")
 TINY_DATA = DataConfig(dataset="synthetic", synthetic_users=24, synthetic_items=40,
                        synthetic_interactions=8.0, eval_negatives=10)
 TINY_TRAIN = TrainConfig(rounds=2, batch_size=16, chunk_size=4, lr=0.05, mu=0.01)
+# Plain FedAvg with the participant row mean (the mean DP and secure aggregation can take).
+PLAIN = dict(table_mean="participants", mu=0.0)
 
 
 def tiny_config(**train_overrides) -> RunConfig:
     return RunConfig(data=TINY_DATA, model=TINY_MODEL,
                      train=dataclasses.replace(TINY_TRAIN, **train_overrides))
+
+
+def ncf_config(**train_overrides) -> RunConfig:
+    """FedNCF (item tables *and* shared dense MLP leaves, quick to compile), dim 8, on TINY_DATA."""
+    cfg = RunConfig(data=TINY_DATA, train=dataclasses.replace(TINY_TRAIN, **train_overrides))
+    return with_model(cfg, "fedncf", dim=8)
+
+
+def run_rounds(cfg: RunConfig, rounds: int):
+    """Builds ``cfg``'s experiment and runs ``rounds`` rounds.
+
+    Returns:
+      ``(exp, first, state, stats)``: the experiment, a copy of the initial state, the
+      state after the last round and that round's stats.
+    """
+    exp = build_experiment(cfg)
+    state = exp.algorithm.init(exp.keys["init"])
+    first = copy_tree(state)
+    for r in range(1, rounds + 1):
+        state, stats = run_round(exp, state, r)
+    return exp, first, state, stats
 
 
 def copy_tree(tree):

@@ -61,7 +61,7 @@ def test_negatives_do_not_depend_on_co_participants_or_chunking(split):
 @pytest.mark.parametrize("mode, parts", [("strict", ("train",)),
                                          ("reference", ("train", "val", "test"))])
 def test_counter_draw_keeps_the_exclusions(split, mode, parts):
-    train, exclude = train_csr(split), train_exclusions(split, mode)
+    exclude = train_exclusions(split, mode)
     users = np.arange(split.num_users)
     row_user = np.repeat(users, train.lengths)
     drawn = [set() for _ in users]
@@ -101,7 +101,7 @@ def test_counter_draw_is_uniform_over_allowed_items_and_handles_duplicates():
 def test_allowed_items_listed_densely_equal_the_search(split, mode):
     """``_nth_allowed``'s two ways (a dense table of small chunks, a searchsorted of
     big ones) pick the same item for every entry, duplicates in the exclusions included."""
-    train, exclude = train_csr(split), train_exclusions(split, mode)
+    exclude = train_exclusions(split, mode)
     dup = TrainCSR(indptr=np.array([0, 4, 12, 12]),
                    items=np.array([1, 4, 7, 7, 0, 1, 3, 4, 6, 7, 8, 9], np.int32), num_items=10)
     rng = np.random.default_rng(0)

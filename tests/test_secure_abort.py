@@ -18,8 +18,7 @@ from feddmr_jax.federated.sampling import sample_clients
 from feddmr_jax.privacy.secure_agg import round_graph
 from feddmr_jax.train import build_experiment, run_round
 
-from engine_helpers import copy_tree
-from test_privacy_engine import ncf_config
+from engine_helpers import copy_tree, ncf_config
 
 SECURE = dict(secure_agg=True, aggregator="clipped_mean", clip_norm=1.0)
 
