@@ -61,7 +61,7 @@ def test_negatives_do_not_depend_on_co_participants_or_chunking(split):
 @pytest.mark.parametrize("mode, parts", [("strict", ("train",)),
                                          ("reference", ("train", "val", "test"))])
 def test_counter_draw_keeps_the_exclusions(split, mode, parts):
-    exclude = train_exclusions(split, mode)
+    train, exclude = train_csr(split), train_exclusions(split, mode)
     users = np.arange(split.num_users)
     row_user = np.repeat(users, train.lengths)
     drawn = [set() for _ in users]
