@@ -68,10 +68,12 @@ def convert(results: Path, target: Path) -> None:
     for c in curves:
         c.setdefault("upload_bytes", "")
         c.setdefault("download_bytes", "")
+        for key in ("train_loss", "val_hr@10"):            # floats, written to 6 digits
+            c[key] = float(c[key]) if c[key] != "" else ""
     knobs = [{"dataset": DATASET, **k} for k in _read(results / SOURCES[0][0] / "study_knobs.csv")]
     target.mkdir(parents=True, exist_ok=True)
     write_rows(target / "study_runs.csv", runs)
-    write_rows(target / "study_curves.csv", curves)
+    write_rows(target / "study_curves.csv", curves, digits=6)
     write_rows(target / "study_knobs.csv", knobs)
     picks = {m: c["point_id"] for m, c in chosen.items()}
     write_rows(target / "study_rounds.csv", rounds_rows(DATASET, curves, picks, BASELINES))

@@ -148,7 +148,7 @@ def write_outputs(out: Path, args: argparse.Namespace, methods: list[str],
     write_rows(out / "study_runs.csv", rows)
     write_rows(out / "study_knobs.csv", knob_rows(args.dataset, methods, args.knobs, starts))
     curves = curve_rows(Path(args.runs), rows)
-    write_rows(out / "study_curves.csv", curves)
+    write_rows(out / "study_curves.csv", curves, digits=6)
     picks = {m: c["point_id"] for m, c in chosen.items() if "point_id" in c and "diverged" not in c}
     write_rows(out / "study_rounds.csv", rounds_rows(args.dataset, curves, picks, BASELINES))
     plot_finalists(out / "study_finalists.png", curves)

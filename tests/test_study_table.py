@@ -96,3 +96,21 @@ def test_diverged_runs_are_marked_and_left_out(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "| feddmr | 0 | confirm | `pbad` | diverged |" in text
     assert "`pa`" in text and "`pb`" not in text          # pb has a diverged seed
+
+
+def test_curves_are_written_to_six_digits_that_keep_every_hr_apart(tmp_path):
+    """``write_rows(digits=6)`` (the study's curves): floats rounded, other cells as given;
+    HR@10 values k / users of 10^5 users stay distinct and within half a unit of the 6th digit."""
+    import runs_io
+    users = 100_000
+    hrs = [k / users for k in range(60_000, 60_200)]
+    rows = [{"method": "fedmf", "round": i, "val_hr@10": h, "study": ""} for i, h in enumerate(hrs)]
+    path = tmp_path / "curves.csv"
+    runs_io.write_rows(path, rows, digits=6)
+    back = list(csv.DictReader(open(path, newline="")))
+    read = [float(r["val_hr@10"]) for r in back]
+    assert len(set(read)) == len(hrs)
+    assert max(abs(a - b) / b for a, b in zip(read, hrs)) <= 0.5e-5
+    assert [r["round"] for r in back] == [str(i) for i in range(len(hrs))]
+    assert back[0]["method"] == "fedmf" and back[0]["study"] == ""
+    assert all(len(r["val_hr@10"]) <= 8 for r in back)
