@@ -85,6 +85,12 @@ SERVER_KNOBS = (
 # points of experiments/compare.py's grid. FedRAP's learning rates span 2.5 (tables) and 3.7
 # (head) decades around its reference (200 / 0.5) and its README's ML-100K values (1000 /
 # 1e-4, its second start), to tell a learning-rate problem from a limit of the method.
+# FedRAP's distance weight lam comes first, 0 included: its loss *subtracts*
+# lam * mean((D_u - C)^2), which is unbounded below. The first Lastfm-2K search (lam fixed at
+# the reference 0.1 by its 12-point budget, lam being 4th) ended with every point diverged or at
+# chance (validation HR@10 0.10-0.15), and the diverged ones had reached 0.41-0.47 before the
+# term ran away (docs/results.md): lam decides whether FedRAP trains at all, so it is searched
+# before the rates. Its runs stay under runs/fedrap/ beside the new search's.
 KNOBS: dict[str, tuple[Knob, ...]] = {
     "feddmr": FEDDMR_KNOBS + SERVER_KNOBS,
     "fedmf": (Knob("train.embedding_lr", (0.02, 0.05, 0.1, 0.2, 0.5)),
@@ -102,10 +108,10 @@ KNOBS: dict[str, tuple[Knob, ...]] = {
                 Knob("model.dim", (16, 32, 64)), Knob("model.init_scale", (0.1, 1.0)),
                 Knob("train.table_mean", ("participants", "touched")),
                 Knob("train.eval_mode", ("local", "global"))) + SERVER_KNOBS,
-    "fedrap": (Knob("model.lr_args", (10.0, 30.0, 100.0, 200.0, 1000.0, 3000.0)),
+    "fedrap": (Knob("model.lam", (0.0, 0.01, 0.1, 1.0)),
+               Knob("model.lr_args", (10.0, 30.0, 100.0, 200.0, 1000.0, 3000.0)),
                Knob("model.lr_network", (1e-4, 1e-3, 1e-2, 0.1, 0.5)),
-               Knob("model.mu", (0.0, 1e-3, 0.1)),
-               Knob("model.lam", (0.01, 0.1, 1.0)), Knob("train.local_epochs", (5, 10)),
+               Knob("model.mu", (0.0, 1e-3, 0.1)), Knob("train.local_epochs", (5, 10)),
                Knob("train.batch_size", (512, 2048)), Knob("model.weight_decay", (0.0, 1e-4)),
                Knob("model.dim", (16, 32, 64))) + SERVER_KNOBS,
 }
