@@ -139,6 +139,28 @@ def test_compilation_cache_is_on_unless_turned_off(monkeypatch):
         assert jax.config.jax_compilation_cache_dir == current
 
 
+def test_another_cache_folder_takes_effect_in_the_same_process(tmp_path):
+    """JAX opens its persistent cache once per process; enable_compilation_cache with
+    another folder resets it, so new programs land in the new folder."""
+    import jax
+    import jax.numpy as jnp
+
+    from feddmr_jax.timing import enable_compilation_cache
+
+    previous = jax.config.jax_compilation_cache_dir
+    jax.jit(lambda x: x * 3.0)(jnp.ones(3))            # the cache is open (if it is on)
+    saved_min = jax.config.jax_persistent_cache_min_compile_time_secs
+    try:
+        assert enable_compilation_cache(tmp_path / "xla") == tmp_path / "xla"
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.jit(lambda x: jnp.sin(x) * 7.0 + 0.123456)(jnp.ones(5))
+        assert any((tmp_path / "xla").iterdir())
+    finally:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", saved_min)
+        if previous:
+            enable_compilation_cache(previous)
+
+
 def test_train_turns_the_compilation_cache_on(monkeypatch):
     from feddmr_jax.errors import FeddmrError
 

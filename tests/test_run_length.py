@@ -17,6 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from jax.experimental.compilation_cache import compilation_cache
 
 from feddmr_jax import config as config_lib
 from feddmr_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer
@@ -48,9 +49,15 @@ def _state(cfg, out: Path):
 def test_extended_run_equals_fresh_run_bitwise_and_compiles_nothing_new(shared_data_dir,
                                                                         tmp_path):
     # Every program goes into a fresh persistent cache (no minimum compile time), so
-    # a config whose programs were all compiled before compiles nothing.
+    # a config whose programs were all compiled before compiles nothing. JAX opens its
+    # persistent cache once per process: a new folder takes effect only after reset_cache.
+    # The in-memory caches are cleared too: a program an earlier test compiled (too fast
+    # for the suite's cache to keep) would otherwise be an in-memory hit in the first two
+    # runs, never written, and a persistent miss in the third once evicted.
     saved = {name: getattr(jax.config, name) for name in
              ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
+    jax.clear_caches()
+    compilation_cache.reset_cache()
     jax.config.update("jax_compilation_cache_dir", str(tmp_path / "xla"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     try:
@@ -61,8 +68,10 @@ def test_extended_run_equals_fresh_run_bitwise_and_compiles_nothing_new(shared_d
         train(_cfg(shared_data_dir, 4), fresh, progress=False)
         compiles = watch.compiled_anew
     finally:
-        for name, value in saved.items():       # the suite's cache again (tests/conftest.py)
+        compilation_cache.reset_cache()         # the suite's cache again (tests/conftest.py)
+        for name, value in saved.items():
             jax.config.update(name, value)
+    assert (tmp_path / "xla").is_dir() and any((tmp_path / "xla").iterdir())
     assert _metrics(extended) == _metrics(fresh)     # losses and metrics, every bit
     for name in ("best_round", "val", "test"):
         assert (json.loads((extended / "summary.json").read_text())[name]

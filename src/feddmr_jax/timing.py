@@ -106,6 +106,10 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
     if str(folder) == jax.config.jax_compilation_cache_dir:
         return folder                                       # already on (idempotent)
     folder.mkdir(parents=True, exist_ok=True)
+    if jax.config.jax_compilation_cache_dir:
+        # JAX opens its cache once per process; another folder takes effect after a reset.
+        from jax.experimental.compilation_cache import compilation_cache
+        compilation_cache.reset_cache()
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
