@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import json
 from pathlib import Path
 
@@ -53,3 +55,18 @@ def assert_best_round_of(actual: int, run_dir: str | Path) -> None:
     """:func:`assert_best_round` for a run folder, with its own select_metric."""
     config = json.loads((Path(run_dir) / "config.json").read_text())
     assert_best_round(actual, read_metrics(run_dir), config["train"]["select_metric"])
+
+
+def subprocess_env(*xla_flags: str) -> dict[str, str]:
+    """``os.environ`` for a subprocess, its ``XLA_FLAGS`` cut to the suite's optimization
+    level (tests/conftest.py) plus ``xla_flags``: a device count set by whoever runs the
+    suite must not reach a test that chooses its processes' devices."""
+    keep = [f for f in os.environ.get("XLA_FLAGS", "").split()
+            if f.startswith("--xla_backend_optimization_level")]
+    env = dict(os.environ)
+    flags = " ".join([*keep, *xla_flags])
+    if flags:
+        env["XLA_FLAGS"] = flags
+    else:
+        env.pop("XLA_FLAGS", None)
+    return env

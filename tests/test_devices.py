@@ -7,7 +7,6 @@ set before JAX starts, and this test process already started it).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,14 +21,15 @@ from feddmr_jax.train import build_experiment
 from feddmr_jax.data import positives_csr, train_csr
 
 from engine_helpers import tiny_config
+from run_helpers import subprocess_env
 from float_compare import (ADAM_ULPS, METRIC_ULPS, assert_diff_within, assert_trees_close,
                            bound)
 
 TESTS = Path(__file__).parent
 
 
-def _run_script(name: str, *args: str, env_extra: dict | None = None, timeout: int = 600):
-    env = dict(os.environ, **(env_extra or {}))
+def _run_script(name: str, *args: str, xla_flags: tuple[str, ...] = (), timeout: int = 600):
+    env = subprocess_env(*xla_flags)
     proc = subprocess.run([sys.executable, str(TESTS / "scripts" / name), *args],
                           capture_output=True, text=True, env=env, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -38,7 +38,7 @@ def _run_script(name: str, *args: str, env_extra: dict | None = None, timeout: i
 
 def test_eight_cpu_devices_match_one():
     out = _run_script("sharded_round.py", str(TESTS),
-                      env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+                      xla_flags=("--xla_force_host_platform_device_count=8",))
     assert out["devices"] == 8
     assert out["chunk_devices"] == 8 and out["chunk_clients"] % 8 == 0
     assert out["store_devices"] == 8            # replicated state on the mesh
@@ -90,7 +90,7 @@ def test_two_processes_give_the_one_process_aggregate(tmp_path):
     """jax.distributed over 127.0.0.1: 2 processes x 1 CPU device each."""
     script = str(TESTS / "scripts" / "distributed_round.py")
     port = str(_free_port())
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = subprocess_env()                      # 1 device per process
     two, one = tmp_path / "two.npz", tmp_path / "one.npz"
     runs = [(two, str(pid), "2") for pid in (0, 1)] + [(one, "0", "1")]  # all at once
     procs = [subprocess.Popen([sys.executable, script, str(TESTS), str(out), pid, n, port],

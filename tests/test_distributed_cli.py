@@ -9,7 +9,6 @@ arrays, all-reduce, process-0 writes, multi-process checkpoints).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 from feddmr_jax import cli
 
 from float_compare import METRIC_ULPS, assert_trees_close
+from run_helpers import subprocess_env
 
 TINY = ["--model", "fedmf", "--dataset", "synthetic", "--synthetic-users", "30",
         "--synthetic-items", "40", "--dim", "8", "--eval-negatives", "10", "--lr", "0.05"]
@@ -32,7 +32,7 @@ def _free_port() -> int:
 
 
 def _launch(args: list[str]) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}   # 1 device per process
+    env = subprocess_env()                                    # 1 device per process
     return subprocess.Popen([sys.executable, "-m", "feddmr_jax.cli", "train", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 

@@ -47,15 +47,17 @@ def _state(cfg, out: Path):
 
 @pytest.mark.slow
 def test_extended_run_equals_fresh_run_bitwise_and_compiles_nothing_new(shared_data_dir,
-                                                                        tmp_path):
+                                                                        tmp_path, monkeypatch):
     # Every program goes into a fresh persistent cache (no minimum compile time), so
     # a config whose programs were all compiled before compiles nothing. JAX opens its
     # persistent cache once per process: a new folder takes effect only after reset_cache.
-    # The in-memory caches are cleared too: a program an earlier test compiled (too fast
-    # for the suite's cache to keep) would otherwise be an in-memory hit in the first two
-    # runs, never written, and a persistent miss in the third once evicted.
+    # train() calls enable_compilation_cache, where $FEDDMR_COMPILE_CACHE wins over the
+    # folder set here (and a switch restores the 0.5 s minimum): it must name this folder.
+    # In-memory caches are cleared so that every program of the config is compiled (and
+    # written) in the first two runs, none taken from an earlier test.
     saved = {name: getattr(jax.config, name) for name in
              ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
+    monkeypatch.setenv("FEDDMR_COMPILE_CACHE", str(tmp_path / "xla"))
     jax.clear_caches()
     compilation_cache.reset_cache()
     jax.config.update("jax_compilation_cache_dir", str(tmp_path / "xla"))
