@@ -10,7 +10,8 @@ in the ``rounds`` column); the follow-ups' copies of runs of the first study (Fe
 ``reference`` of session 5, FedNCF's first choice in its follow-up: the same configs, the
 same runs) are left out; ``study_chosen.json`` holds each method's final choice (FedDMR and
 FedNCF: their follow-ups'), with its number of screen points; ``study_rounds.csv`` is
-computed (``study_rounds.py``). The figures are not changed. Point ids and ``point`` tags are
+computed (``study_rounds.py``); curves are kept for the confirmation runs only (the screen
+runs' curves stay in the source folders). The figures are not changed. Point ids and ``point`` tags are
 relative to the defaults of their study's code (the knob columns hold the resolved values).
 """
 
@@ -57,7 +58,8 @@ def convert(results: Path, target: Path) -> None:
         src = results / folder
         new = _converted(_read(src / "study_runs.csv"), study, dropped)
         runs += new
-        curves += _converted(_read(src / "study_curves.csv"), study, dropped)
+        curves += [c for c in _converted(_read(src / "study_curves.csv"), study, dropped)
+                   if c["stage"] == "confirm"]          # as feddmr_study.py writes them
         for method, pick in json.loads((src / "study_chosen.json").read_text()).items():
             chosen[method] = {**pick, "study": study}          # a later study's choice wins
         for r in new:

@@ -40,7 +40,7 @@ Outputs under ``--out`` (default ``docs/results/study_<dataset>``), every CSV ro
 settings, every knob value, seed, rounds, status, best round, validation and test HR@10 /
 NDCG@10 / AUC / Precision@10, s/round, wall s, message), ``study_knobs.csv`` (starting points
 and knobs, as searched), ``study_curves.csv`` (train loss, validation HR@10 and bytes per
-round of every run), ``study_rounds.csv`` (rounds to the best baseline's validation HR@10),
+round of every confirmation run; a screen run's curve is in its folder's metrics.jsonl), ``study_rounds.csv`` (rounds to the best baseline's validation HR@10),
 ``study_chosen.json`` (per method: the chosen point and its validation means; no test),
 ``study_finalists.png``. Run folders: ``--runs`` (default ``<out>/runs`` when ``--out`` is
 given, else ``results/study_<dataset>/runs``): ``<method>/<stage>/<point id>/seed<k>/``.

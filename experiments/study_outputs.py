@@ -15,10 +15,13 @@ def run_dir_of(runs: Path, row: dict) -> Path:
 
 def curve_rows(runs: Path, rows: list[dict]) -> list[dict]:
     """Train loss, validation HR@10 and the round's bytes uploaded / downloaded (every
-    client; empty where metrics.jsonl has none) per round of every run (from its
-    metrics.jsonl; a diverged run's rounds up to its divergence)."""
+    client; empty where metrics.jsonl has none) per round of every confirmation run (from
+    its metrics.jsonl; a diverged run's rounds up to its divergence). Screen runs are left
+    out: nothing reads their curves, and each run folder's metrics.jsonl keeps them."""
     curves = []
     for r in rows:
+        if not r["stage"].startswith("confirm"):
+            continue
         for rec in read_records(run_dir_of(runs, r)):
             if rec["round"] > int(r["rounds"]):          # never past the row's rounds
                 continue

@@ -135,7 +135,8 @@ def test_csvs_chosen_and_curves(results):
     chosen = json.loads((results / "study_chosen.json").read_text())["fedmf"]
     assert chosen["finalists"] == [best] == [rows[2]["point_id"]] and chosen["seeds"] == [0, 1]
     curves = _rows(results / "study_curves.csv")
-    assert len(curves) == 4 * 2 and {c["round"] for c in curves} == {"1", "2"}
+    assert len(curves) == 2 * 2 and {c["round"] for c in curves} == {"1", "2"}
+    assert {c["stage"] for c in curves} == {"confirm"}   # screens' curves: in their folders
     assert all(c["dataset"] == "synthetic" and int(c["upload_bytes"]) > 0 for c in curves)
     knobs = _rows(results / "study_knobs.csv")
     assert [k["knob"] for k in knobs] == ["start", "start", *(k.key for k in study.KNOBS["fedmf"])]
