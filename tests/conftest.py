@@ -14,17 +14,22 @@ from pathlib import Path
 
 import pytest
 
-# XLA's CPU backend compiles the suite's programs with LLVM at optimization level 0: about
-# two thirds of the suite's time is XLA compiling small programs that run for milliseconds,
-# and level 0 halves the compile time of the engine's chunk step (test_engine.py on the idle
-# 2-core CPU: 113 s -> 75 s). What the tests check is the computation (the HLO every level
-# shares), and every float comparison has a bound derived from it (float_compare.py), not
-# from one code generator. FEDDMR_TEST_XLA_OPT=default runs the suite with XLA's own level.
-# Set here, before any test runs JAX; subprocesses the tests start inherit it.
-TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
-if (os.environ.get("FEDDMR_TEST_XLA_OPT", "").strip().lower() != "default"
-        and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
+# XLA's CPU backend compiles the suite's programs for compile speed, not run speed: about two
+# thirds of the suite's time is XLA compiling small programs that run for milliseconds.
+# - LLVM at optimization level 0 halves the compile time of the engine's chunk step
+#   (test_engine.py on the idle 2-core CPU: 113 s -> 75 s);
+# - XLA's loop-fusion code generator instead of its newer MLIR fusion emitters cuts it by
+#   another third (test_sparse_equals_dense, both at level 0, loaded CPU, two runs each:
+#   42-46 s -> 26 s; the kill-and-resume test's training run: compile 15.1 s -> 9.4 s).
+# What the tests check is the computation (the HLO every code generator shares), and every
+# float comparison has a bound derived from it (float_compare.py), not from one code
+# generator. FEDDMR_TEST_XLA_OPT=default runs the suite with XLA's own settings.
+# Set here, before any test runs JAX; subprocesses the tests start inherit them.
+TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+if os.environ.get("FEDDMR_TEST_XLA_OPT", "").strip().lower() != "default":
+    _given = os.environ.get("XLA_FLAGS", "")
+    _added = [f for f in TEST_XLA_FLAGS if f.split("=")[0] not in _given]
+    os.environ["XLA_FLAGS"] = " ".join([_given, *_added]).strip()
 
 _DEFAULT_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # The folders test_data_real.py reads under the data dir.
@@ -52,11 +57,17 @@ def _compilation_cache():
     Every test builds its engine afresh (new closures, so JAX's in-memory cache
     misses); identical programs then load from this cache instead of being
     compiled again, within a run and across runs on the same machine.
-    ``FEDDMR_COMPILE_CACHE`` chooses the folder (``off`` disables it).
+    ``FEDDMR_COMPILE_CACHE`` chooses the folder (``off`` disables it). Every program is kept,
+    however short its compile (the library keeps those over 0.5 s): the suite compiles the
+    same small programs (evaluation, initial state) in many tests (4 engine-heavy files from a
+    cold cache, loaded CPU: 290 s -> 265 s).
     """
+    import jax
+
     from feddmr_jax.timing import enable_compilation_cache
 
-    enable_compilation_cache()
+    if enable_compilation_cache() is not None:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 @pytest.fixture(scope="session")

@@ -58,11 +58,11 @@ def assert_best_round_of(actual: int, run_dir: str | Path) -> None:
 
 
 def subprocess_env(*xla_flags: str) -> dict[str, str]:
-    """``os.environ`` for a subprocess, its ``XLA_FLAGS`` cut to the suite's optimization
-    level (tests/conftest.py) plus ``xla_flags``: a device count set by whoever runs the
-    suite must not reach a test that chooses its processes' devices."""
+    """``os.environ`` for a subprocess, its ``XLA_FLAGS`` cut to the suite's compile
+    settings (tests/conftest.py's ``TEST_XLA_FLAGS``) plus ``xla_flags``: a device count set
+    by whoever runs the suite must not reach a test that chooses its processes' devices."""
     keep = [f for f in os.environ.get("XLA_FLAGS", "").split()
-            if f.startswith("--xla_backend_optimization_level")]
+            if f.startswith(("--xla_backend_optimization_level", "--xla_cpu_use_fusion_emitters"))]
     env = dict(os.environ)
     flags = " ".join([*keep, *xla_flags])
     if flags:
