@@ -232,8 +232,9 @@ def test_server_receives_no_private_leaf():
 
 @pytest.mark.parametrize("model_name", ["feddmr", "pfedrec", "fedrap"])
 def test_private_store_init_in_blocks_equals_one_vmap(model_name, monkeypatch):
-    """Blocks bound the init's memory and change no client's params (each from its own key)."""
-    from feddmr_jax.federated import algorithm
+    """Blocks bound the init's memory and change no client's params (each from its own key),
+    the last block overlapping the one before it included."""
+    from feddmr_jax.federated import private_store
     from feddmr_jax.methods import build_model, model_config_class
 
     cfg = tiny_config().model if model_name == "feddmr" else model_config_class(model_name)()
@@ -241,7 +242,8 @@ def test_private_store_init_in_blocks_equals_one_vmap(model_name, monkeypatch):
     key = jax.random.key(5)
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, np.arange(23))
     whole = jax.vmap(model.init_private)(keys)
-    monkeypatch.setattr(algorithm, "INIT_BLOCK_CLIENTS", 4)   # 5 blocks and a remainder of 3
-    blocked = algorithm.init_private_store(model, key, 23)
+    per_client = private_store.store_bytes(model, 1)
+    monkeypatch.setattr(private_store, "INIT_BLOCK_BYTES", 4 * per_client + 1)   # 4 clients
+    blocked = private_store.init_private_store(model, key, 23)   # 6 blocks, the last: 19-22
     assert jax.tree.structure(blocked) == jax.tree.structure(whole)
     assert max_abs_diff(blocked, whole) == 0.0

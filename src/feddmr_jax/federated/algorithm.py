@@ -24,7 +24,7 @@ from feddmr_jax.federated.aggregation import (AGGREGATORS, Accumulator, add_row_
 from feddmr_jax.federated.robust import ROBUST_AGGREGATORS, init_buffer, robust_delta
 from feddmr_jax.federated.server_optimizers import touched_rows
 from feddmr_jax.federated.client import LocalStep, make_client_update
-from feddmr_jax.federated.private_store import attach_scores
+from feddmr_jax.federated.private_store import attach_scores, init_private_store
 from feddmr_jax.federated.devices import Mesh, replicate, shard_clients
 from feddmr_jax.federated.parallel import (ChunkData, initial_scores, make_chunk_step,
                                            make_client_fn, make_sequential_step)
@@ -100,28 +100,10 @@ class RoundParts(NamedTuple):
     server_step: Callable
 
 
-INIT_BLOCK_CLIENTS = 1 << 14  # clients initialized per vectorized block
 # Chunks dispatched ahead of the device at most: asynchronous dispatch lets the host pack
 # the next chunks while the device trains, but an unbounded queue would hold every packed
 # chunk of a round whenever packing outpaces training (host memory ~ participants).
 MAX_CHUNKS_IN_FLIGHT = 4
-
-
-def init_private_store(model: Model, key: Array, num_clients: int) -> Leaves:
-    """Stacked private params, client u initialized from ``fold_in(key, u)``.
-
-    One program over blocks of ``INIT_BLOCK_CLIENTS`` clients (``lax.map`` with
-    ``batch_size``): the random draws' temporaries are a block's, not the
-    population's (10^6 clients: 237 instead of 509 MB resident for a 122 MB
-    store); each client's params depend on its key alone, so the blocks give
-    the same store as one ``vmap`` over every client (tested).
-    """
-    def init(key):
-        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(num_clients))
-        return jax.lax.map(model.init_private, keys,
-                           batch_size=min(INIT_BLOCK_CLIENTS, num_clients))
-
-    return jax.jit(init)(key)
 
 
 @dataclasses.dataclass(frozen=True)
