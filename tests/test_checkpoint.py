@@ -110,19 +110,26 @@ def test_every_and_force(tmp_path):
             ckpt.save(5, make_state(5), {}, force=True)
 
 
+def _data_files(step_dir) -> list[str]:
+    """The state's chunk files: ``state/<leaf>/<chunk index>`` (one zarr array per leaf)."""
+    paths = glob.glob(f"{step_dir}/state/*/[0-9]*")
+    assert paths, f"no chunk files under {step_dir}/state"
+    return paths
+
+
 def _truncate_data_files(step_dir):
-    for path in glob.glob(f"{step_dir}/state/**/d/*", recursive=True):
+    for path in _data_files(step_dir):
         with open(path, "r+b") as f:
             f.truncate(os.path.getsize(path) // 2)
 
 
 def _delete_data_files(step_dir):
-    for path in glob.glob(f"{step_dir}/state/ocdbt.process_0/d/*"):
+    for path in _data_files(step_dir):
         os.remove(path)
 
 
-def _flip_a_byte(step_dir):  # zstd still decodes: only the checksum catches this
-    path = max(glob.glob(f"{step_dir}/state/ocdbt.process_0/d/*"), key=os.path.getsize)
+def _flip_a_byte(step_dir):  # the chunk may still decode: the checksum catches it then
+    path = max(_data_files(step_dir), key=os.path.getsize)
     data = bytearray(open(path, "rb").read())
     data[len(data) // 2] ^= 0x01
     open(path, "wb").write(bytes(data))
@@ -200,6 +207,21 @@ def test_checkpoint_of_an_older_format_is_refused_in_one_line(tmp_path, monkeypa
     assert "\n" not in message
     assert "has format 1" in message and "start a new run folder" in message
     assert sorted(os.listdir(tmp_path)) == ["1"]
+
+
+def test_steps_saved_with_ocdbt_restore_and_later_steps_save_beside_them(tmp_path, monkeypatch):
+    """Runs checkpointed before the chunked layout (orbax's OCDBT store) resume as before."""
+    monkeypatch.setattr(checkpoint_lib, "_USE_OCDBT", True)
+    save_steps(tmp_path, [1])
+    assert glob.glob(f"{tmp_path}/1/state/ocdbt.process_0/d/*")
+    monkeypatch.undo()
+    save_steps(tmp_path, [2])
+    assert not glob.glob(f"{tmp_path}/2/state/ocdbt.process_0")
+    with Checkpointer(tmp_path) as ckpt:
+        for step in (1, 2):
+            got, restored, meta = ckpt.restore(make_state(0), step=step)
+            assert (got, meta) == (step, {"round": step})
+            assert_bitwise_equal(restored, make_state(step))
 
 
 def test_typed_prng_key_is_rejected(tmp_path):

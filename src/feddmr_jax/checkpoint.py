@@ -43,8 +43,26 @@ _INTEGRITY_KEY = "__checkpoint__"  # reserved key of the stored meta dict
 # dense["head"]["w"] -> dense["user_head"]["kernel"]); format-1 steps are refused.
 _FORMAT = 2
 _COMMIT_FILES = ("_CHECKPOINT_METADATA", "commit_success.txt")  # orbax, at finalize
+# How a state is written: one zarr array per leaf in chunks of at most 64 MB, without
+# orbax's OCDBT store. What a save adds to the resident memory, a 4 GB array (FedRAP's
+# private store on Lastfm-2K; benchmarks/bench_checkpoint_memory.py): orbax's defaults
+# (OCDBT, one chunk per leaf) 11.4 GB, OCDBT with 64 MB chunks 7.7 GB, this 4.3 GB. Steps
+# saved with OCDBT (this module's earlier format) restore as before: orbax reads either.
+_CHUNK_BYTES = 1 << 26
+_USE_OCDBT = False
 
 logger = logging.getLogger(__name__)
+
+
+class _NoOcdbtMergeNotice(logging.Filter):
+    """Drops orbax's warning that it found no OCDBT files to merge: it tries at every save,
+    OCDBT or not (orbax 0.12), and this module saves without OCDBT on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Skipping merge of OCDBT checkpoints" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_NoOcdbtMergeNotice())
 
 
 class _BadCheckpoint(Exception):
@@ -126,7 +144,10 @@ class Checkpointer:
             enable_async_checkpointing=False,
             cleanup_tmp_directories=True,  # leftovers of saves cut short by a crash
         )
-        self._manager = ocp.CheckpointManager(self._directory, options=options)
+        self._manager = ocp.CheckpointManager(
+            self._directory, options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(use_ocdbt=_USE_OCDBT),
+                           "meta": ocp.JsonCheckpointHandler()})
 
     def all_steps(self) -> list[int]:
         """Returns the finalized steps on disk, oldest first (not yet verified)."""
@@ -165,7 +186,8 @@ class Checkpointer:
             jax.tree_util.tree_structure(state), [arr for _, arr in leaves])
         record = {"format": _FORMAT, "sha256": _digest(leaves), "leaves": _leaf_specs(host_state)}
         args = ocp.args.Composite(
-            state=ocp.args.StandardSave(host_state),
+            state=ocp.args.StandardSave(host_state, save_args=jax.tree.map(
+                lambda _: ocp.SaveArgs(chunk_byte_size=_CHUNK_BYTES), host_state)),
             meta=ocp.args.JsonSave({**meta, _INTEGRITY_KEY: record}))
         saved = self._manager.save(step, args=args, force=force)
         self._manager.wait_until_finished()
