@@ -12,7 +12,7 @@ for every run. A run folder ``<out>/runs/.../`` holds, besides train()'s ``confi
   outcome like ``summary.json``: it is not trained again.
 
 Which config differences matter: every field but :data:`PATH_FIELDS` (the data's
-content is compared instead). A finished or checkpointed run whose config differs in a
+content is compared instead) and :data:`KEEPING_FIELDS` (checkpoints and the store's bound). A finished or checkpointed run whose config differs in a
 field that matters is never deleted silently: :class:`ConfigChanged`, unless
 ``rerun_changed``. The one exception, asked for with ``extend``: a finished run whose config
 differs only by a smaller ``train.rounds`` is extended (``feddmr_study.py --extend``; a run
@@ -40,6 +40,11 @@ from feddmr_jax.train import train
 from round_lines import RoundLines
 
 PATH_FIELDS = (("data", "data_dir"), ("data", "data_path"))   # where the data lies, not what
+# How a run is kept, not what it computes (resumed runs equal uninterrupted ones, bitwise):
+# e.g. FedRAP on Amazon-Video needs --set train.keep_checkpoints=0 train.max_private_gb=12,
+# and the study's other methods' finished runs stay the same runs.
+KEEPING_FIELDS = (("train", "checkpoint_every"), ("train", "keep_checkpoints"),
+                  ("train", "max_private_gb"))
 FINGERPRINT_FILE = "data_fingerprint.json"
 DIVERGED_FILE = "diverged.json"
 
@@ -73,12 +78,14 @@ def config_json(cfg: config_lib.RunConfig) -> dict[str, dict[str, Any]]:
 
 
 def config_changes(saved: dict, wanted: dict) -> list[str]:
-    """``section.key (saved X, given Y)`` for every field that differs, but :data:`PATH_FIELDS`."""
+    """``section.key (saved X, given Y)`` for every field that differs, but
+    :data:`PATH_FIELDS` and :data:`KEEPING_FIELDS`."""
     out = []
     for section in sorted(set(saved) | set(wanted)):
         a, b = saved.get(section, {}), wanted.get(section, {})
         for key in sorted(set(a) | set(b)):
-            if (section, key) not in PATH_FIELDS and a.get(key) != b.get(key):
+            if ((section, key) not in PATH_FIELDS + KEEPING_FIELDS
+                    and a.get(key) != b.get(key)):
                 out.append(f"{section}.{key} (saved {a.get(key)!r}, given {b.get(key)!r})")
     return out
 

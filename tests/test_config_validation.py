@@ -40,7 +40,7 @@ CASES = [
     ("feddmr", "train", {"server_lr": -1.0}, "train.server_lr"),
     ("feddmr", "train", {"devices": 0}, "train.devices"),
     ("feddmr", "train", {"checkpoint_every": -1}, "train.checkpoint_every"),
-    ("feddmr", "train", {"keep_checkpoints": 0}, "train.keep_checkpoints"),
+    ("feddmr", "train", {"keep_checkpoints": -1}, "train.keep_checkpoints"),
     ("feddmr", "train", {"fault_nan": 1.0}, "train.fault_nan"),
     ("feddmr", "train", {"fault_scale": -0.1}, "train.fault_scale"),
     ("feddmr", "train", {"client_dropout": 1.5}, "train.client_dropout"),

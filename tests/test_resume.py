@@ -13,6 +13,7 @@ import pytest
 
 from feddmr_jax import cli
 from feddmr_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer
+from feddmr_jax.errors import ConfigError
 from feddmr_jax.train import Interrupted, build_experiment, load_run_config, train
 
 from engine_helpers import tiny_config
@@ -131,3 +132,19 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path, capsys, caplog, patie
     assert again == json.loads(before["summary.json"][0])
     assert "is finished" in caplog.text
     assert _snapshot(out) == before
+
+
+def test_keep_checkpoints_zero_saves_none_and_refuses_to_resume(uninterrupted, tmp_path):
+    """``train.keep_checkpoints = 0``: the same run, no checkpoint written (a store too large
+    to save beside itself), and a resume or a stop says the run cannot continue."""
+    cfg, full_out, _ = uninterrupted
+    none = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, keep_checkpoints=0))
+    out = tmp_path / "run"
+    train(none, out, progress=False)
+    assert _metrics(out) == _metrics(full_out)
+    assert not (out / CHECKPOINT_DIRNAME).exists()
+    with pytest.raises(Interrupted, match="no checkpoint .* cannot be resumed"):
+        train(none, tmp_path / "stopped", progress=False, stop_after_round=2)
+    assert not (tmp_path / "stopped" / CHECKPOINT_DIRNAME).exists()
+    with pytest.raises(ConfigError, match="keep_checkpoints = 0 saves no checkpoint"):
+        train(none, tmp_path / "stopped", progress=False, resume=True)

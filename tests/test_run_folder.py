@@ -148,6 +148,12 @@ def test_path_spelling_reuses_and_a_changed_field_deletes_nothing(tmp_path, csv_
     assert _stamps(out / "runs") == stamps and "round 1/2" not in err
     assert json.loads((run / "data_fingerprint.json").read_text())["rows"] == 240
 
+    # How runs are kept (checkpoints, the store's bound) is not a change: the same run.
+    code, err = _main([*relative, "--set", "train.keep_checkpoints=0", "--set",
+                       "train.max_private_gb=12", "--set", "train.checkpoint_every=1"])
+    assert code == 0, err
+    assert _stamps(out / "runs") == stamps and "round 1/2" not in err
+
     # A field that changes results: an error naming the run and the field; nothing deleted.
     code, err = _main([*relative, "--set", "train.mu=0.5"])
     assert code == 2

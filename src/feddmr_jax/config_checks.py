@@ -105,8 +105,8 @@ def check_train(cfg: TrainConfig) -> None:
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"train.{name} must be positive, got {getattr(cfg, name)}")
-    if cfg.checkpoint_every < 0 or cfg.keep_checkpoints < 1:
-        raise ConfigError("train.checkpoint_every must be >= 0 and train.keep_checkpoints >= 1, "
+    if cfg.checkpoint_every < 0 or cfg.keep_checkpoints < 0:
+        raise ConfigError("train.checkpoint_every and train.keep_checkpoints must be >= 0, "
                           f"got {cfg.checkpoint_every} and {cfg.keep_checkpoints}")
     if cfg.max_rejected_rounds < 0:
         raise ConfigError("train.max_rejected_rounds must be >= 0 (0: never stop), "

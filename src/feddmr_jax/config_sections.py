@@ -91,7 +91,7 @@ class TrainConfig:
     fault_factor: float = 100.0         # fault injection: the scale factor (negative: sign flip)
     client_dropout: float = 0.0         # fault injection: fraction of sampled clients never reporting
     checkpoint_every: int = 10          # save a checkpoint every k rounds (0: only on SIGINT/SIGTERM)
-    keep_checkpoints: int = 3           # how many of the newest checkpoints to keep
+    keep_checkpoints: int = 3           # newest checkpoints kept (0: none saved, no resume)
     max_rejected_rounds: int = 3        # stop (diverged, checkpoint saved) after this many rounds in a row with no accepted upload; 0: never
     dp_clip: float | None = None        # user-level DP-FedAvg: L2 clip of each client's whole update (None: off)
     dp_noise: float = 0.0               # DP noise multiplier z: N(0, (z * dp_clip)^2) on the sum (0: no guarantee)

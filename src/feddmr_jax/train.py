@@ -64,9 +64,12 @@ def _devices() -> list[str]:
 class Interrupted(Exception):
     """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
 
-    def __init__(self, out_dir: Path, round_index: int, signal_name: str | None):
+    def __init__(self, out_dir: Path, round_index: int, signal_name: str | None,
+                 saved: bool = True):
+        then = (f"checkpoint saved. Continue with: feddmr train --resume {out_dir}" if saved
+                else "no checkpoint (train.keep_checkpoints = 0): the run cannot be resumed")
         super().__init__(f"stopped by {signal_name or 'a signal'} after round {round_index}; "
-                         f"checkpoint saved. Continue with: feddmr train --resume {out_dir}")
+                         + then)
         self.round_index = round_index
 
 
@@ -99,7 +102,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
     (:func:`feddmr_jax.timing.enable_compilation_cache`; ``FEDDMR_COMPILE_CACHE=off``
     disables it). A checkpoint is saved every ``train.checkpoint_every`` rounds
     and after the last round, so a finished run can be extended: resume it
-    with a larger ``train.rounds``.
+    with a larger ``train.rounds`` (``train.keep_checkpoints = 0``: none is saved).
 
     Args:
       cfg: run configuration (e.g. :meth:`RunConfig.create`).
@@ -138,6 +141,9 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
     if resume and (done := finished_summary(out, cfg)) is not None:
         log.warning(finished_message(out, done))      # nothing to train: files untouched
         return done
+    if resume and not t.keep_checkpoints:
+        raise config_lib.ConfigError(f"cannot resume {out}: train.keep_checkpoints = 0 saves "
+                                     "no checkpoint")
     enable_compilation_cache()
     primary = is_primary()
     if out is not None:
@@ -156,7 +162,8 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
     ckpt = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        ckpt = Checkpointer(out / CHECKPOINT_DIRNAME, keep=t.keep_checkpoints)
+        if t.keep_checkpoints:
+            ckpt = Checkpointer(out / CHECKPOINT_DIRNAME, keep=t.keep_checkpoints)
         if resume:
             step, state, meta = ckpt.restore(state)
             saved_by = meta.get("processes", 1)
@@ -251,7 +258,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *,
                 # A signal may reach some processes only: all stop together, or none.
                 if any_process(stop.requested) or r == stop_after_round:
                     save(r)
-                    raise Interrupted(out, r, stop.signal_name)
+                    raise Interrupted(out, r, stop.signal_name, saved=ckpt is not None)
                 if loop.stopped_early:
                     break
                 if t.checkpoint_every and r % t.checkpoint_every == 0:
