@@ -129,7 +129,7 @@ def missing(study: StudyFiles) -> list[str]:
     for method in (*KNOBS, FLOOR, *ABLATIONS):
         pick = study.chosen.get(method)
         if pick is None:
-            lines.append(f"{method}: not in this study")
+            lines.append(f"{method}: no confirmed point yet (not run, or not finished)")
         elif "skipped" in pick:
             lines.append(f"{method}: skipped ({pick['skipped'].splitlines()[0][:160]})")
         elif "diverged" in pick:

@@ -123,8 +123,8 @@ def test_table_claim_and_what_is_missing(site):
     assert "| ml-100k | FedDMR, no attention | 2 | 3 |" in text and "| -0.0200 |" in text
     assert "amazon-video: **missing**" in text and "amazon-video: the whole study" in text
     assert "ml-100k: fedrap: skipped (private store" in text
-    assert "ml-100k: feddmr_1layer: not in this study" in text
-    assert "lastfm-2k: popularity: not in this study" in text
+    assert "ml-100k: feddmr_1layer: no confirmed point yet" in text
+    assert "lastfm-2k: popularity: no confirmed point yet" in text
     assert "unknown (not in a git checkout)" in text
     assert "- ml-100k: screen 3 rounds (seed 0), confirmation 3 rounds;" in text
 
